@@ -1,0 +1,1 @@
+"""The plugin core: protocol, registry, server, runner and test kit."""

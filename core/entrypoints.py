@@ -1,0 +1,102 @@
+"""Find the plugins' entry points without scanning every distribution each time.
+
+``importlib.metadata.entry_points()`` reads the metadata of every installed
+distribution, which costs more than the rest of a provider's start-up.
+NixOps4 starts one provider process per operation, so the result is cached,
+keyed by the import path and the modification times of its directories (an
+install or removal changes them).  Set ``FEDIVERSITY_PROVIDERS_NO_CACHE=1`` to
+always scan.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+
+import attrs
+
+__all__ = ["EntryPoint", "discover"]
+
+_CACHE_VERSION = 1
+
+
+@attrs.frozen
+class EntryPoint:
+    name: str
+    value: str
+    distribution: str
+
+    def load(self):
+        """Import the object the entry point names."""
+        import importlib
+
+        module_name, _, attr = self.value.partition(":")
+        obj = importlib.import_module(module_name.strip())
+        for part in filter(None, attr.strip().split(".")):
+            obj = getattr(obj, part)
+        return obj
+
+
+def _fingerprint() -> list:
+    stamps = []
+    for entry in sys.path:
+        try:
+            stamps.append([entry, os.stat(entry or ".").st_mtime_ns])
+        except OSError:
+            stamps.append([entry, None])
+    return stamps
+
+
+def _cache_path(group: str) -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "fediversity-providers", f"entry-points-{group}.json")
+
+
+def _scan(group: str) -> list[EntryPoint]:
+    from importlib.metadata import distributions
+
+    found: dict[tuple[str, str], EntryPoint] = {}
+    for dist in distributions():
+        dist_name = dist.metadata["Name"] or "?"
+        for ep in dist.entry_points:
+            if ep.group == group:
+                # The first distribution on sys.path wins, as in importlib.
+                found.setdefault((dist_name, ep.name), EntryPoint(ep.name, ep.value, dist_name))
+    return list(found.values())
+
+
+def discover(group: str) -> list[EntryPoint]:
+    """All entry points of ``group``, from the cache when it is still valid."""
+    if os.environ.get("FEDIVERSITY_PROVIDERS_NO_CACHE"):
+        return _scan(group)
+    path = _cache_path(group)
+    fingerprint = _fingerprint()
+    try:
+        with open(path) as f:
+            cached = json.load(f)
+        if cached["version"] == _CACHE_VERSION and cached["fingerprint"] == fingerprint:
+            return [EntryPoint(*row) for row in cached["entryPoints"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    found = _scan(group)
+    _write_cache(path, fingerprint, found)
+    return found
+
+
+def _write_cache(path: str, fingerprint: list, found: list[EntryPoint]) -> None:
+    """Atomically replace the cache; a read-only home just means no cache."""
+    document = {
+        "version": _CACHE_VERSION,
+        "fingerprint": fingerprint,
+        "entryPoints": [[ep.name, ep.value, ep.distribution] for ep in found],
+    }
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".entry-points-")
+        with os.fdopen(fd, "w") as f:
+            json.dump(document, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass

@@ -1,0 +1,144 @@
+"""The contract a resource type fulfils, and what the core hands it.
+
+A plugin subclasses :class:`ResourceType` and registers an instance.  The core
+validates inputs against ``input_schema`` (filling in defaults) before any
+method runs, checks the outputs against ``output_schema`` after, and turns
+:class:`~fediversity_providers.core.errors.ProviderError` into an
+``errorResponse`` that names the resource.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from importlib import resources
+from typing import Any, ClassVar
+
+import attrs
+
+from . import redact
+
+__all__ = ["ResourceType", "Resource", "Context", "load_schema"]
+
+
+@attrs.frozen
+class Resource:
+    """A resource as NixOps4 last recorded it: its type, inputs and outputs."""
+
+    type: str
+    inputs: dict[str, Any]
+    outputs: dict[str, Any] | None = None
+
+
+@functools.cache
+def load_schema(name: str) -> dict[str, Any]:
+    """The document ``schemas/<name>.json`` shipped with this package."""
+    text = resources.files("fediversity_providers.schemas").joinpath(f"{name}.json").read_text()
+    return json.loads(text)
+
+
+@attrs.define
+class Context:
+    """What a resource type may use while it serves one request.
+
+    ``stateful`` is NixOps4's ``isStateful`` (false: outputs are not persisted).
+    ``deadline`` is a :func:`time.monotonic` instant, or None for no limit.
+    """
+
+    type_name: str
+    stateful: bool = True
+    deadline: float | None = None
+    logger: logging.Logger = attrs.field(default=None)
+
+    def __attrs_post_init__(self) -> None:
+        if self.logger is None:
+            self.logger = logging.getLogger(f"fediversity_providers.{self.type_name}")
+
+    def log(self, message: str, *args: Any) -> None:
+        """A line on stderr, which NixOps4 shows to the user."""
+        self.logger.info(message, *args)
+
+    def progress(self, phase: str, message: str = "") -> None:
+        """One line per phase of long work, so a person sees where it is."""
+        self.logger.info("%s%s", phase, f": {message}" if message else "")
+
+    def add_secret(self, value: object) -> None:
+        """Mask ``value`` in every log line and error from now on."""
+        redact.add_secret(value)
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline, or None without one."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.monotonic())
+
+
+class ResourceType:
+    """Base class of every resource type.
+
+    Subclasses set ``name`` (the protocol's ``type``) and either the two
+    schemas as dicts, or ship ``schemas/<name>.json`` (built-in types) holding
+    ``{"description", "inputs", "outputs"}``.  ``inputs_class`` and
+    ``outputs_class`` (attrs classes) are optional: with them, methods receive
+    an instance instead of a dict, and may return one.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    #: NixOps4's ``requireState``: refuse to create when outputs won't be kept.
+    requires_state: ClassVar[bool] = False
+    #: Whether this type answers NixOps4's state requests (a state store).
+    is_state_store: ClassVar[bool] = False
+    inputs_class: ClassVar[type | None] = None
+    outputs_class: ClassVar[type | None] = None
+
+    @functools.cached_property
+    def _schema_document(self) -> dict[str, Any]:
+        return load_schema(self.name)
+
+    @property
+    def input_schema(self) -> dict[str, Any]:
+        return self._schema_document["inputs"]
+
+    @property
+    def output_schema(self) -> dict[str, Any]:
+        return self._schema_document["outputs"]
+
+    @property
+    def summary(self) -> str:
+        """One-line description, from the class or the schema document."""
+        if self.description:
+            return self.description
+        try:
+            return self._schema_document.get("description", "")
+        except (FileNotFoundError, ModuleNotFoundError):
+            return ""
+
+    def create(self, inputs: Any, ctx: Context) -> Any:
+        raise NotImplementedError(f"{self.name} does not implement create")
+
+    def read(self, resource: Resource, ctx: Context) -> Any:
+        """Default: the recorded outputs, for types that cannot observe the world."""
+        return resource.outputs or {}
+
+    def update(self, resource: Resource, inputs: Any, ctx: Context) -> Any:
+        """Default: converge by creating again with the new inputs."""
+        return self.create(inputs, ctx)
+
+    def delete(self, resource: Resource, ctx: Context) -> None:
+        """Default: nothing to remove."""
+        return None
+
+    def state_read(self, resource: Resource, ctx: Context) -> Any:
+        raise NotImplementedError(f"{self.name} is not a state store")
+
+    def state_event(
+        self, resource: Resource, event: str, nixops_version: str, patch: list, ctx: Context
+    ) -> None:
+        raise NotImplementedError(f"{self.name} is not a state store")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+

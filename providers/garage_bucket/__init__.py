@@ -1,0 +1,1 @@
+"""garage_bucket provider."""

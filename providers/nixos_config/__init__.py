@@ -1,0 +1,1 @@
+"""nixos_config provider."""

@@ -1,0 +1,1 @@
+"""proxmox_vm provider."""
