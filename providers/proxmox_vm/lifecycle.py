@@ -66,12 +66,14 @@ def _agent_wait(inputs: dict[str, Any], ctx: Context) -> float:
 
 
 def _converge(backend: Backend, ref: VmRef, spec: VmSpec, inputs: dict[str, Any], ctx: Context,
-              current_disk: int | None) -> None:
+              current_disk: int | None, *, fresh: bool = False) -> None:
     disk = inputs.get("diskGiB", 8)
     if current_disk is not None and disk < current_disk:
+        whose = f"template {inputs.get('template')!r}" if fresh else f"VM {ref.vmid}"
         raise InvalidInput(
-            f"the disk of VM {ref.vmid} has {current_disk} GiB; disks can only grow, not shrink to {disk} GiB",
-            field="diskGiB", hint=f"set diskGiB to {current_disk} or more, or recreate the VM",
+            f"the disk of {whose} has {current_disk} GiB; disks can only grow, not shrink to {disk} GiB",
+            field="diskGiB",
+            hint=f"set diskGiB to {current_disk} or more" + ("" if fresh else ", or recreate the VM"),
         )
     ctx.progress("configuring", f"VM {ref.vmid} on {ref.node}")
     backend.configure(ref, spec)
@@ -106,7 +108,7 @@ def create(inputs: dict[str, Any], ctx: Context) -> dict[str, Any]:
         cloned = True
     try:
         current = backend.status(ref, spec.marker)
-        _converge(backend, ref, spec, inputs, ctx, current.disk_gib)
+        _converge(backend, ref, spec, inputs, ctx, current.disk_gib, fresh=cloned)
         wait = _agent_wait(inputs, ctx) if inputs.get("started", True) else 0.0
         state = backend.status(ref, spec.marker, wait_agent=wait)
     except BaseException:
