@@ -26,3 +26,4 @@ def provider_subprocess():
     finally:
         assert driver.close() == 0, "the provider did not exit with status 0 on EOF"
 from .proxmox import *  # noqa
+from .nixeval import *  # noqa
