@@ -212,7 +212,7 @@ def test_option_types(evaluated):
     assert {"with", "dotted.name"} <= set(inputs)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                                                    HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_every_schema_valid_input_passes_the_nix_types(evaluated, data):

@@ -150,7 +150,7 @@ def accepts(option_type: dict[str, Any], value: Any) -> bool:
             if key in options:
                 if not accepts(options[key]["type"], item):
                     return False
-            elif freeform is None or not accepts(freeform, item):
+            elif freeform is None or not accepts(freeform, {key: item}):  # freeformType is attrsOf X
                 return False
         return all(key in value or opt["hasDefault"] for key, opt in options.items())
     raise ValueError(f"unknown option type {name!r}")
