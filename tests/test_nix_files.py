@@ -340,3 +340,25 @@ def test_mvp_example_passes_no_secret_value(mvp):
     for resource in mvp["resources"].values():
         for key in resource.get("inputs", {}):
             assert "secret" not in key.lower() or key.endswith("File")
+
+
+def _optional_without_default(schema: dict, path: str):
+    """Properties NixOps4 would send as null although the schema refuses null."""
+    if not isinstance(schema, dict):
+        return
+    required = set(schema.get("required", ()))
+    for name, prop in (schema.get("properties") or {}).items():
+        kind = prop.get("type")
+        nullable = kind == "null" or (isinstance(kind, list) and "null" in kind) or None in prop.get("enum", [0])
+        if name not in required and "default" not in prop and not nullable:
+            yield f"{path}.{name}"
+        yield from _optional_without_default(prop, f"{path}.{name}")
+        yield from _optional_without_default(prop.get("items"), f"{path}.{name}[]")
+
+
+def test_every_optional_input_has_a_default_or_accepts_null():
+    """NixOps4 evaluates every input option and sends its value: an optional input without a
+    default is `null` in the module, so the type's schema must accept null there."""
+    offenders = [p for name, reg in sorted(Registry().types.items())
+                 for p in _optional_without_default(reg.resource_type.input_schema, f"{name}.inputs")]
+    assert offenders == [], "give these a default, or allow null: " + ", ".join(offenders)

@@ -15,23 +15,25 @@
 # `providers` is NixOps4's module argument: the resource types of the providers declared below.
 { config, providers, ... }:
 let
-  # Edit these: the machines as they are, before any deployment.
+  # Edit these: the machines as they are, before any deployment.  The host keys
+  # below are placeholders (well-formed, but no machine has them): put each
+  # VM's own /etc/ssh/ssh_host_ed25519_key.pub line.
   machines = {
     garage = {
       host = "192.0.2.10";
-      hostPublicKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGarageNodeHostKeyReplaceMe0000000000000";
+      hostPublicKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEB";
     };
     mastodon = {
       host = "192.0.2.11";
-      hostPublicKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMastodonHostKeyReplaceMe00000000000000";
+      hostPublicKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgIC";
     };
     peertube = {
       host = "192.0.2.12";
-      hostPublicKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPeertubeHostKeyReplaceMe00000000000000";
+      hostPublicKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMD";
     };
     pixelfed = {
       host = "192.0.2.13";
-      hostPublicKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPixelfedHostKeyReplaceMe00000000000000";
+      hostPublicKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE";
     };
   };
   services = [

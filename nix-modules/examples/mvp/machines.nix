@@ -23,7 +23,7 @@ let
       services.openssh.enable = true;
       # The deployer's key (deployment.nix's deployerSshKey, public half).
       users.users.root.openssh.authorizedKeys.keys = [
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDeployerPublicKeyReplaceMe000000000000000"
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUF"
       ];
       networking.firewall.allowedTCPPorts = [
         80
