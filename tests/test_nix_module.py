@@ -285,9 +285,8 @@ def test_module_using_unknown_lib_function_fails_the_harness(tmp_path):
     {}, {"a b": {"c": [None]}, "or": 1, "x-y": 2},
 ])
 def test_nix_literals_round_trip_through_nix(value, tmp_path):
-    expression = nixmodule.nix_value(value, "  ")
-    assert nix_eval(expression, workdir=tmp_path) == pytest.approx(value) if isinstance(value, float) \
-        else nix_eval(expression, workdir=tmp_path) == value
+    back = nix_eval(nixmodule.nix_value(value, "  "), workdir=tmp_path)
+    assert back == (pytest.approx(value) if isinstance(value, float) else value)
 
 
 def test_cli_prints_what_render_returns():

@@ -16,7 +16,6 @@ import stat
 import subprocess
 from pathlib import Path
 
-import pytest
 
 from fediversity_providers.testing.nixeval import nix_eval
 from fediversity_providers.testing.prereq import require_executable
