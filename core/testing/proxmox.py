@@ -268,11 +268,23 @@ class PveEmulator:
             return {vmid: vm["config"].get("name", "") for vmid, vm in self.vms.items()
                     if not vm["config"].get("template") and not vm["foreign"]}
 
+    def settle(self, timeout: float = 30.0) -> None:
+        """Wait until every task has ended (a client may have stopped waiting for some)."""
+        deadline = time.time() + timeout
+        while True:
+            with self.lock:
+                self._tick()
+                if all(task["status"] == "stopped" for task in self.tasks.values()):
+                    return
+            if time.time() > deadline:
+                raise TimeoutError("emulated tasks still running")
+            time.sleep(0.05)
+
     def start(self) -> "PveEmulator":
         handler = type("Handler", (_Handler,), {"emulator": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="pve-emulator", daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), name="pve-emulator", daemon=True).start()
         return self
 
     def stop(self) -> None:
@@ -362,6 +374,8 @@ class PveEmulator:
         vm = self.vms.get(int(vmid))
         if vm is None or vm["node"] != node:
             raise ApiError(500, f"Configuration file 'nodes/{node}/qemu-server/{vmid}.conf' does not exist")
+        if unlocked and vm.get("destroying"):  # qm destroy holds the config's file lock
+            raise ApiError(500, f"can't lock file '/var/lock/qemu-server/lock-{vmid}.conf' - got timeout")
         if unlocked and vm["config"].get("lock"):
             raise ApiError(500, f"VM is locked ({vm['config']['lock']})")
         return vm
@@ -595,6 +609,8 @@ def _destroy(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
 
     def done() -> None:
         em.vms.pop(int(vmid), None)
+
+    vm["destroying"] = True
 
     return em._task(node, "qmdestroy", vmid, done)
 

@@ -305,6 +305,7 @@ class PveBackend:
         """The IPv4 address the guest agent reports on the interface with ``mac``; None if it won't say."""
         deadline = time.monotonic() + wait
         announced = False
+        pause = 0.1
         while True:
             try:
                 self.client.request("POST", self._vm_path(ref) + "/agent/ping")
@@ -325,7 +326,8 @@ class PveBackend:
             if not announced:
                 self._progress("waiting", f"for the guest agent of VM {ref.vmid} to report its address")
                 announced = True
-            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 1.5, 2.0)
 
     def delete(self, ref: VmRef, marker: Marker) -> None:
         try:
