@@ -265,3 +265,22 @@ def test_cold_start_imports_no_backend():
             " 'filelock', 'urllib.request', 'ssl', 'http.client'))))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_tls_verification(driver, tmp_path):
+    from fediversity_providers.core.testing.proxmox import PveEmulator
+
+    with PveEmulator(tls_dir=tmp_path / "tls") as em:
+        secret = tmp_path / "secret"
+        secret.write_text(em.secret)
+        api = {"url": em.url, "tokenId": em.token_id, "tokenSecretFile": str(secret)}
+        inputs = {"name": "tls1", "template": "9000", "agentTimeoutSeconds": 10, "api": api}
+        with pytest.raises(AccessDenied, match="api.caFile: .*TLS certificate was refused"):
+            driver.create("proxmox_vm", inputs)
+        assert em.our_vms() == {}
+        out = driver.create("proxmox_vm", {**inputs, "api": {**api, "caFile": str(em.ca_file)}})
+        assert out["status"] == "running" and em.url.startswith("https://")
+        unverified = {**inputs, "api": {**api, "verifyTls": False}}
+        assert driver.read("proxmox_vm", unverified, out) == out
+        driver.delete("proxmox_vm", unverified, out)
+        assert em.our_vms() == {} and not em.violations

@@ -216,7 +216,8 @@ class PveEmulator:
     """A Proxmox VE cluster behind its HTTP API; see the module's docstring."""
 
     def __init__(self, *, nodes: tuple[str, ...] = ("pve",), token_id: str = "deployer@pve!ci",
-                 task_seconds: float = 0.05, agent_delay: float = 0.3, schema_path: Path | None = None) -> None:
+                 task_seconds: float = 0.05, agent_delay: float = 0.3, schema_path: Path | None = None,
+                 tls_dir: Path | None = None) -> None:
         path = schema_path or apidoc_path()
         if path is None or not Path(path).is_file():
             raise FileNotFoundError(f"pve-apidoc.json not found; set {APIDOC_ENV}")
@@ -243,6 +244,9 @@ class PveEmulator:
         self.add_template(9000, "debian-12-cloud", disk_gib=2)
         self.add_template(9001, "nixos-cloud", disk_gib=4)
         self._server: ThreadingHTTPServer | None = None
+        #: With ``tls_dir``, HTTPS with a certificate for 127.0.0.1 signed by a CA in ``ca_file``.
+        self.tls_dir = tls_dir
+        self.ca_file: Path | None = None
 
     # -- set-up and switches --------------------------------------------------------------
 
@@ -284,6 +288,13 @@ class PveEmulator:
         handler = type("Handler", (_Handler,), {"emulator": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
+        if self.tls_dir is not None:
+            import ssl
+
+            self.ca_file, cert, key = _certificates(Path(self.tls_dir))
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(cert, key)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, args=(0.05,), name="pve-emulator", daemon=True).start()
         return self
 
@@ -302,7 +313,8 @@ class PveEmulator:
     @property
     def url(self) -> str:
         assert self._server is not None, "start() the emulator first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        scheme = "https" if self.tls_dir is not None else "http"
+        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     # -- request handling -----------------------------------------------------------------
 
@@ -390,6 +402,40 @@ class PveEmulator:
     def _address(self, vmid: int, vm: dict[str, Any]) -> str:
         ip = _opts((vm["booted"] or {}).get("ipconfig0", "ip=dhcp")).get("ip", "dhcp")
         return f"10.{(vmid >> 16) & 255}.{(vmid >> 8) & 255}.{vmid & 255}" if ip == "dhcp" else ip.split("/")[0]
+
+
+def _certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA, and a server certificate for 127.0.0.1 it signed: (ca.pem, server.pem, server-key.pem)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Emulated Proxmox VE CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = directory / "ca.pem", directory / "server.pem", directory / "server-key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
 
 
 class _Handler(BaseHTTPRequestHandler):
