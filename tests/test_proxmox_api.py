@@ -284,3 +284,19 @@ def test_tls_verification(driver, tmp_path):
         assert driver.read("proxmox_vm", unverified, out) == out
         driver.delete("proxmox_vm", unverified, out)
         assert em.our_vms() == {} and not em.violations
+
+
+def test_renaming_moves_the_marker(driver, emulated):
+    inputs = vm_inputs(emulated)
+    out = driver.create("proxmox_vm", inputs)
+    emulated.emulator.vms[out["vmid"]]["config"]["tags"] += ";keep-me"
+    renamed = {**inputs, "name": inputs["name"] + "-new"}
+    after = driver.update("proxmox_vm", inputs, out, renamed)
+    assert after["vmid"] == out["vmid"] and after["name"] == renamed["name"]
+    tags = emulated.emulator.vms[out["vmid"]]["config"]["tags"].split(";")
+    assert sorted(tags) == sorted(["keep-me", f"fdp-{__import__('hashlib').sha256(renamed['name'].encode()).hexdigest()[:12]}"])
+    assert driver.read("proxmox_vm", renamed, after) == after
+    with pytest.raises(NotFound, match="does not carry the marker"):
+        driver.read("proxmox_vm", inputs, out)
+    driver.delete("proxmox_vm", renamed, after)
+    no_orphans(emulated)

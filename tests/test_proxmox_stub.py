@@ -259,3 +259,15 @@ def test_marker_tags_are_valid_proxmox_tags():
     assert re.fullmatch(r"[a-z0-9_][a-z0-9_\-+.]*", tag) and tag != Marker("web2").tag
     assert Marker("x").carried_by(f"foo;{Marker('x').tag}", None)
     assert not Marker("x").carried_by("foo", "bar")
+
+
+def test_renaming_moves_the_marker(driver, tmp_path):
+    inputs = vm_inputs(tmp_path)
+    out = driver.create("proxmox_vm", inputs)
+    renamed = vm_inputs(tmp_path, name="web1-renamed")
+    after = driver.update("proxmox_vm", inputs, out, renamed)
+    assert after["vmid"] == out["vmid"] and after["name"] == "web1-renamed"
+    assert user_vms(tmp_path)[out["vmid"]]["tags"] == Marker("web1-renamed").tag
+    assert driver.read("proxmox_vm", renamed, after) == after
+    driver.delete("proxmox_vm", renamed, after)
+    assert user_vms(tmp_path) == {}

@@ -225,9 +225,9 @@ class PveBackend:
         options["bridge"] = spec.bridge
         net0 = ",".join(f"{k}={v}" if v else k for k, v in {model: mac, **{k: v for k, v in options.items()
                                                                              if k != model}}.items())
-        tags = [t for t in re.split(r"[;, ]", config.get("tags") or "") if t]
-        if spec.marker.tag not in tags:
-            tags.append(spec.marker.tag)
+        # Other tags stay; an earlier marker (the VM was renamed) goes.
+        tags = [t for t in re.split(r"[;, ]", config.get("tags") or "") if t and not t.startswith("fdp-")]
+        tags.append(spec.marker.tag)
         params: dict[str, Any] = {
             "name": spec.name, "cores": spec.cores, "memory": str(spec.memory_mib), "agent": "1",
             "net0": net0, "ipconfig0": spec.ipconfig0, "tags": ";".join(tags),
