@@ -257,6 +257,12 @@ def test_the_emulator_refuses_what_the_schema_refuses(pve_emulator):
         client.post("/nodes/pve/qemu/9000/config", net0="virtio=BC:24:11:00:00:01,bridgee=vmbr0")
     assert len(pve_emulator.violations) == 5
     pve_emulator.violations.clear()  # refused on purpose
+    # The emulator's own answers are checked too (against "returns").
+    problems = pve_emulator.schema.check_answer("GET", "/nodes/pve/qemu/100/status/current",
+                                                {"status": "paused", "vmid": "100"})
+    assert any("data.ha is missing" in p for p in problems)
+    assert any("data.vmid is str, not integer" in p for p in problems)
+    assert any("data.status = 'paused' is not one of" in p for p in problems)
 
 
 def test_cold_start_imports_no_backend():

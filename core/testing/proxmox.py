@@ -121,6 +121,38 @@ class ApiSchema:
                 errors.append(f"{method} {template}: required parameter {name!r} missing")
         return errors
 
+    def check_answer(self, method: str, path: str, data: Any) -> list[str]:
+        """What is wrong with an answer's ``data`` by the ``returns`` schema of its request."""
+        matched = self.match(path)
+        if matched is None or method not in matched[1]:
+            return []
+        returns = matched[1][method].get("returns") or {}
+        return [f"answer to {method} {matched[0]}: {problem}" for problem in self._check_data(returns, data, "data")]
+
+    def _check_data(self, spec: dict, data: Any, where: str) -> list[str]:
+        kind = spec.get("type")
+        if data is None:
+            return [] if kind in (None, "null") or spec.get("optional") else [f"{where} is null, not {kind}"]
+        expected = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float),
+                    "boolean": (bool, int)}.get(kind)
+        if expected is None:
+            return []
+        if not isinstance(data, expected) or (kind in ("integer", "number") and isinstance(data, bool)):
+            return [f"{where} is {type(data).__name__}, not {kind}"]
+        if kind == "string" and "enum" in spec and data not in spec["enum"]:
+            return [f"{where} = {data!r} is not one of {spec['enum']}"]
+        problems = []
+        if kind == "object":
+            for name, sub in (spec.get("properties") or {}).items():
+                if name in data:
+                    problems += self._check_data(sub, data[name], f"{where}.{name}")
+                elif not sub.get("optional"):
+                    problems.append(f"{where}.{name} is missing")
+        elif kind == "array" and isinstance(spec.get("items"), dict):
+            for index, item in enumerate(data):
+                problems += self._check_data(spec["items"], item, f"{where}[{index}]")
+        return problems
+
     def _check_value(self, spec: dict, value: str) -> str | None:
         kind = spec.get("type", "string")
         if kind == "integer":
@@ -345,7 +377,14 @@ class PveEmulator:
             for pattern, verb, action in ROUTES:
                 found = pattern.fullmatch(path)
                 if found and verb == method:
-                    return 200, "OK", action(self, params, **found.groupdict())
+                    try:
+                        data = action(self, params, **found.groupdict())
+                    except _Drop:
+                        raise
+                    problems = self.schema.check_answer(method, path, data)
+                    if problems:  # the emulator itself is wrong: say so loudly
+                        self.violations.extend(problems)
+                    return 200, "OK", data
         raise ApiError(501, f"Method '{method} {path}' not implemented")
 
     # -- tasks ----------------------------------------------------------------------------
@@ -481,7 +520,7 @@ def _nextid(em: PveEmulator, params: dict) -> Any:
     vmid = 100
     while vmid in em.vms:
         vmid += 1
-    return str(vmid)
+    return vmid
 
 
 def _resources(em: PveEmulator, params: dict) -> Any:
@@ -613,7 +652,7 @@ def _current(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
     vm = em._vm(node, vmid)
     config = em._merged(vm)
     return {"vmid": int(vmid), "name": config.get("name", ""), "status": vm["status"],
-            "qmpstatus": vm["status"], "agent": int(config.get("agent", "0").split(",")[0].endswith("1")),
+            "qmpstatus": vm["status"], "ha": {"managed": 0}, "agent": int(config.get("agent", "0").split(",")[0].endswith("1")),
             "cpus": int(config.get("cores", 1)), **({"lock": config["lock"]} if config.get("lock") else {})}
 
 
