@@ -271,3 +271,25 @@ def test_renaming_moves_the_marker(driver, tmp_path):
     assert driver.read("proxmox_vm", renamed, after) == after
     driver.delete("proxmox_vm", renamed, after)
     assert user_vms(tmp_path) == {}
+
+
+def test_a_lock_held_too_long_is_a_temporary_failure(driver, tmp_path, monkeypatch):
+    from fediversity_providers import Transient
+    from fediversity_providers.providers.proxmox_vm import stub
+
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import sys, time
+        from fediversity_providers.providers.proxmox_vm.stub import StubCluster
+        with StubCluster(sys.argv[1]).transaction():
+            print("locked", flush=True)
+            time.sleep(30)
+    """), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        monkeypatch.setattr(stub, "LOCK_TIMEOUT", 0.3)
+        with pytest.raises(Transient, match="stayed locked"):
+            driver.create("proxmox_vm", vm_inputs(tmp_path))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert driver.create("proxmox_vm", vm_inputs(tmp_path))["vmid"] == 100  # free again once the holder died
