@@ -239,11 +239,11 @@ def test_a_crash_leaves_no_half_written_state(driver, tmp_path):
         assert crashed.returncode == -signal.SIGKILL, crashed.stderr
         assert (tmp_path / "cluster.json").read_text() == before  # the old state, whole
     assert list(tmp_path.glob(".cluster.json.*.tmp"))  # the dead writer's temporary file is still there
-    # The lock died with its holder; the next process goes on, and sweeps the leftover away.
+    # The lock died with its holder; the next process goes on, and its first write sweeps the leftover away.
     assert driver.read("proxmox_vm", inputs, out) == out
-    assert not list(tmp_path.glob(".cluster.json.*.tmp"))
     nxt = driver.create("proxmox_vm", vm_inputs(tmp_path, name="after-crash"))
     assert nxt["vmid"] == 101
+    assert not list(tmp_path.glob(".cluster.json.*.tmp"))
 
 
 def test_an_unreadable_state_file_is_reported(driver, tmp_path):
