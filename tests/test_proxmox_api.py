@@ -306,3 +306,16 @@ def test_renaming_moves_the_marker(driver, emulated):
         driver.read("proxmox_vm", inputs, out)
     driver.delete("proxmox_vm", renamed, after)
     no_orphans(emulated)
+
+
+def test_concurrent_creates_race_for_vmids(emulated):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def create(i):
+        with InProcessDriver() as d:
+            return d.create("proxmox_vm", vm_inputs(emulated))
+
+    with ThreadPoolExecutor(4) as pool:
+        outputs = list(pool.map(create, range(4)))
+    assert len({o["vmid"] for o in outputs}) == 4 and len({o["macAddress"] for o in outputs}) == 4
+    no_orphans(emulated, *outputs)
