@@ -255,7 +255,11 @@ def test_the_emulator_refuses_what_the_schema_refuses(pve_emulator):
         client.get("/cluster/resources", type="vms")
     with pytest.raises(InvalidInput, match="net0=.*unknown key 'bridgee'"):
         client.post("/nodes/pve/qemu/9000/config", net0="virtio=BC:24:11:00:00:01,bridgee=vmbr0")
-    assert len(pve_emulator.violations) == 5
+    with pytest.raises(InvalidInput, match="size='20 GB': does not match"):
+        client.put("/nodes/pve/qemu/9000/resize", disk="scsi0", size="20 GB")
+    with pytest.raises(InvalidInput, match="not an ipconfig"):
+        client.post("/nodes/pve/qemu/9000/config", ipconfig0="ip=10.0.0.5")
+    assert len(pve_emulator.violations) == 7
     pve_emulator.violations.clear()  # refused on purpose
     # The emulator's own answers are checked too (against "returns").
     problems = pve_emulator.schema.check_answer("GET", "/nodes/pve/qemu/100/status/current",

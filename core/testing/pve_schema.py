@@ -22,6 +22,9 @@ __all__ = ["ApiSchema", "apidoc_path", "load", "APIDOC_ENV"]
 
 APIDOC_ENV = "FEDIVERSITY_PVE_APIDOC"
 BOOLEANS = {"0", "1", "true", "false", "on", "off", "yes", "no"}
+_IPCONFIG_ITEM = r"(ip=(dhcp|\d+\.\d+\.\d+\.\d+/\d+)|gw=\d+\.\d+\.\d+\.\d+|ip6=(dhcp|auto|\S+)|gw6=\S+)"
+IPCONFIG = re.compile(rf"{_IPCONFIG_ITEM}(,{_IPCONFIG_ITEM})*")
+TAGS = re.compile(r"[a-z0-9_][a-z0-9_\-+.]*([;, ][a-z0-9_][a-z0-9_\-+.]*)*")
 
 
 def apidoc_path() -> Path | None:
@@ -154,17 +157,10 @@ class ApiSchema:
                 return "not URL-encoded (spaces must be %20, not '+' or ' ')"
             if fmt == "pve-vmid" and not re.fullmatch(r"\d+", value):
                 return "not a vmid"
-            if fmt == "pve-qm-ipconfig":
-                return self._check_property_string(
-                    {"ip": {}, "gw": {}, "ip6": {}, "gw6": {}}, value) or (
-                    None if re.fullmatch(r"(ip=(dhcp|\d+\.\d+\.\d+\.\d+/\d+)|gw=\d+\.\d+\.\d+\.\d+|ip6=\S+|gw6=\S+)"
-                                         r"(,(ip=(dhcp|\d+\.\d+\.\d+\.\d+/\d+)|gw=\d+\.\d+\.\d+\.\d+|ip6=\S+|gw6=\S+))*",
-                                         value) else "not an ipconfig")
-            if fmt == "pve-tag-list" and not re.fullmatch(r"([a-z0-9_][a-z0-9_\-+.]*)([;, ][a-z0-9_][a-z0-9_\-+.]*)*",
-                                                          value):
+            if fmt == "pve-qm-ipconfig" and not IPCONFIG.fullmatch(value):
+                return "not an ipconfig (ip=dhcp or ip=CIDR, optionally ,gw=IP; ip6/gw6 likewise)"
+            if fmt == "pve-tag-list" and not TAGS.fullmatch(value):
                 return "not a tag list"
-            if fmt == "disk-size" or (spec.get("typetext", "").startswith("\\+?\\d+")):
-                pass
         return None
 
     def _check_property_string(self, fmt: dict, value: str) -> str | None:
