@@ -279,15 +279,29 @@ class _Translator:
 # --------------------------------------------------------------------------- the module
 
 
+def _schemas(name: str, registration: Any) -> tuple[dict, dict]:
+    from .errors import PluginError
+
+    try:
+        return registration.resource_type.input_schema, registration.resource_type.output_schema
+    except Exception as exc:  # a missing or broken schema file must name its type and plugin
+        raise PluginError(
+            f"resource type {name!r} (plugin {registration.plugin!r}, "
+            f"{registration.distribution or 'not installed'}): cannot read its schemas: {exc}",
+            hint="give the type input_schema and output_schema, or ship schemas/<type>.json",
+        ) from exc
+
+
 def _resource_type(name: str, registration: Any, indent: str) -> str:
     rtype = registration.resource_type
+    input_schema, output_schema = _schemas(name, registration)
     inner = indent + "  "
     io = inner + "  "
     parts = [
         f"{inner}description = {nix_string(rtype.summary or name)};\n",
         f"{inner}requireState = {'true' if rtype.requires_state else 'false'};\n",
     ]
-    for key, schema in (("inputs", rtype.input_schema), ("outputs", rtype.output_schema)):
+    for key, schema in (("inputs", input_schema), ("outputs", output_schema)):
         translator = _Translator(schema, f"{name}.{key}")
         parts.append(f"{inner}{key} = {{\n{io}options = {translator.options(schema, io)};\n{inner}}};\n")
     return "{\n" + "".join(parts) + indent + "}"
@@ -322,7 +336,11 @@ def render(registry: Any) -> str:
         header
         + "{\n"
         + "  package ? null,\n"
-        + '  executable ? "${package}/bin/fediversity-provider",\n'
+        + "  executable ?\n"
+        + "    if package == null then\n"
+        + '      throw "provider.nix: give `package` (the fediversity-providers package) or `executable`"\n'
+        + "    else\n"
+        + '      "${package}/bin/fediversity-provider",\n'
         + "}:\n"
         + "{ lib, ... }:\n"
         + "let\n"

@@ -11,7 +11,11 @@
 #   proxmox_vm: fediversity-providers (plugin proxmox_vm)
 {
   package ? null,
-  executable ? "${package}/bin/fediversity-provider",
+  executable ?
+    if package == null then
+      throw "provider.nix: give `package` (the fediversity-providers package) or `executable`"
+    else
+      "${package}/bin/fediversity-provider",
 }:
 { lib, ... }:
 let

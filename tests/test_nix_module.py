@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fediversity_providers import ResourceType, hookimpl
+from fediversity_providers import PluginError, ResourceType, hookimpl
 from fediversity_providers.core import nixmodule
 from fediversity_providers.core.plugins import Registry
 from fediversity_providers.testing.nixeval import NixError, accepts, nix_eval, nix_parse, provider_module
@@ -271,6 +271,33 @@ def test_empty_registry_still_evaluates(tmp_path):
     path = tmp_path / "provider.nix"
     path.write_text(nixmodule.render(Registry(plugins=[], entry_points=False)))
     assert provider_module(path)["resourceTypes"] == {}
+
+
+def test_module_without_package_or_executable_says_what_to_give(tmp_path):
+    path = tmp_path / "provider.nix"
+    path.write_text(nixmodule.render(Registry(plugins=[], entry_points=False)))
+    with pytest.raises(NixError, match="give `package`"):
+        nix_eval(f"((import {path} {{ }}) {{ lib = {{ }}; }}).executable", workdir=tmp_path)
+    assert nix_eval(f"((import {path} {{ package = \"/p\"; }}) {{ lib = {{ }}; }}).executable",
+                    workdir=tmp_path) == "/p/bin/fediversity-provider"
+
+
+def test_a_type_without_schemas_is_named_in_the_error():
+    class NoSchema(ResourceType):
+        name = "no_schema_here"
+
+    class NoSchemaPlugin:
+        @hookimpl
+        def register_resource_types(self, register):
+            register(NoSchema())
+
+    with pytest.raises(PluginError, match="'no_schema_here'.*cannot read its schemas"):
+        nixmodule.render(Registry(plugins=[NoSchemaPlugin()], entry_points=False))
+
+
+@pytest.mark.parametrize("text", ["$${x}", "café ✓", "a\x01b", "${", "$", "x$", "''", "\\${"])
+def test_awkward_strings_survive_nix(text, tmp_path):
+    assert nix_eval(nixmodule.nix_string(text), workdir=tmp_path) == text
 
 
 def test_module_using_unknown_lib_function_fails_the_harness(tmp_path):
