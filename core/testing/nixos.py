@@ -31,11 +31,27 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import uuid
+from pathlib import Path
+from typing import Any, Callable
 
 import attrs
+import pytest
 
-__all__ = ["NIX_CONFIG", "nix_env", "Toplevel", "build_toplevel", "HOST_NIX_CONF"]
+from .prereq import require_executable
+
+__all__ = [
+    "NIX_CONFIG",
+    "HOST_NIX_CONF",
+    "PAUSE_HOOK",
+    "FakeNixos",
+    "Toplevel",
+    "build_toplevel",
+    "fake_nixos_hosts",
+    "nix_env",
+    "toplevel_builder",
+]
 
 #: Settings for Debian's Nix 2.8 as single-user root, without a sandbox or substituters.
 NIX_CONFIG = "\n".join(
@@ -187,3 +203,109 @@ def _run(argv: list[str]) -> str:
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:2])} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     return proc.stdout
+
+
+# -- fake NixOS hosts ---------------------------------------------------------
+class FakeNixos:
+    """A test host (from ``ssh_hosts(..., own_root=True)``) made ready for Nix deploys.
+
+    Its ``/etc/nix/nix.conf`` gets :data:`HOST_NIX_CONF` and root's shell
+    start-up files are emptied (the deployer's would run on every ssh
+    command); everything else a
+    deploy touches (its own ``/nix``, ``/run``, ``/var/lib``) is the host's own
+    and read here from outside, so it works while the host is unreachable.
+    """
+
+    STATE = "/var/lib/fake-nixos"
+
+    def __init__(self, host: Any) -> None:
+        if getattr(host, "root", None) is None:
+            raise ValueError("a fake NixOS host needs its own root: ssh_hosts(n, own_root=True)")
+        self.host = host
+        host.write_file("/etc/nix/nix.conf", HOST_NIX_CONF)
+        # The overlay's lower layer is the deployer's own root: keep its shell
+        # start-up files (which bash runs even for ssh commands) off the host.
+        for rc in ("/root/.bashrc", "/root/.profile"):
+            host.write_file(rc, "# fake NixOS host\n")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.host, name)
+
+    def file(self, p: str) -> Path:
+        """Host file ``p`` in the host's own layer (``/nix`` or the overlay's upper dir)."""
+        if p.startswith("/nix/"):
+            return self.host.path(p)
+        return Path(self.host.root) / p.lstrip("/")
+
+    def _link(self, p: str) -> str | None:
+        f = self.file(p)
+        return os.readlink(f) if os.path.islink(f) else None
+
+    def current_system(self) -> str | None:
+        """Where ``/run/current-system`` points, or None."""
+        return self._link("/run/current-system")
+
+    def boot_default(self) -> str | None:
+        """What the fake boot loader would boot."""
+        return self._link(f"{self.STATE}/boot-default")
+
+    def generation(self, profile: str = "/nix/var/nix/profiles/system") -> int | None:
+        link = self._link(profile)
+        return int(link.rsplit("-", 2)[-2]) if link else None
+
+    def profile_toplevel(self, profile: str = "/nix/var/nix/profiles/system") -> str | None:
+        gen = self.generation(profile)
+        return self._link(f"{profile}-{gen}-link") if gen is not None else None
+
+    def activations(self) -> list[tuple[str, str]]:
+        """Every ``switch-to-configuration`` call so far, as (action, toplevel)."""
+        f = self.file(f"{self.STATE}/activations")
+        if not f.exists():
+            return []
+        return [tuple(line.split(" ", 1)) for line in f.read_text().splitlines() if line]  # type: ignore[misc]
+
+    def has_path(self, store_path: str) -> bool:
+        """Whether ``store_path`` is in the host's own store."""
+        return os.path.lexists(self.host.path(store_path))
+
+    def wait_for(self, condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.host.name}: no {what} within {timeout}s")
+            time.sleep(0.02)
+
+
+#: Shell code for ``build_toplevel(hook=...)``: activation stops after moving
+#: ``/run/current-system`` until the test writes the release file.
+PAUSE_HOOK = (
+    "touch /var/lib/fake-nixos/paused; i=0; "
+    "while [ ! -e /var/lib/fake-nixos/release ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; "
+    "rm -f /var/lib/fake-nixos/paused /var/lib/fake-nixos/release"
+)
+
+
+@pytest.fixture
+def fake_nixos_hosts(ssh_hosts):
+    """Factory of fake NixOS hosts: ``a, b = fake_nixos_hosts(2)`` (own root, own store)."""
+    require_executable("nix", "nix-bin")
+
+    def make(n: int = 1) -> list[FakeNixos]:
+        return [FakeNixos(host) for host in ssh_hosts(n, own_root=True)]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def toplevel_builder():
+    """``build_toplevel`` with the prerequisites checked; toplevels are cached per name."""
+    require_executable("nix", "nix-bin")
+    built: dict[tuple, Toplevel] = {}
+
+    def build(name: str = "test", **kwargs: Any) -> Toplevel:
+        key = (name, tuple(sorted(kwargs.items())))
+        if key not in built:
+            built[key] = build_toplevel(name, **kwargs)
+        return built[key]
+
+    return build

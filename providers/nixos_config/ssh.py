@@ -106,7 +106,7 @@ class Target:
             f"  ConnectTimeout {self.connect_timeout}",
             f"  ServerAliveInterval {alive}",
             "  ServerAliveCountMax 3",
-            "  LogLevel ERROR",
+            "  LogLevel INFO",
         ]
         key_file = self.ssh.get("privateKeyFile")
         if key_file:
@@ -226,14 +226,15 @@ class Target:
             reader.join(5)
         diag = self.take_ssh_log()
         if status == 255 or (status < 0 and timeout is not None):
-            detail = diag or "\n".join(stderr[-5:]) or (
-                f"no answer within {timeout:.0f}s" if timeout and time.monotonic() - started >= timeout else "")
+            # Our remote program never exits 255: this is ssh giving up.
+            timed_out = timeout is not None and time.monotonic() - started >= timeout
+            detail = diag or "\n".join(stderr[-5:]) or (f"no answer within {timeout:.0f}s" if timed_out else "")
             error = self.ssh_error(what, detail or "connection lost")
-            if error is not None:
-                raise error
-            if status == 255 and "@@fp" not in "".join(stdout) and not values:
-                raise Unreachable(f"{what} on {self.label}: ssh failed: {detail or 'connection lost'}",
-                                  field="ssh.host", hint="check that the machine is reachable, then retry")
+            if error is None:
+                error = Unreachable(f"{what} on {self.label}: the connection failed: {detail or 'connection lost'}",
+                                    field="ssh.host", hint="check that the machine is reachable, then retry")
+            error.partial = values  # type: ignore[attr-defined]
+            raise error
         if self.sudo and status == 1 and any("sudo:" in l and "password" in l for l in stderr):
             raise AccessDenied(
                 f"{what} on {self.label}: sudo asks for a password; the provider needs passwordless sudo",
