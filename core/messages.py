@@ -217,7 +217,7 @@ _PATH_IN_CATTRS = re.compile(r"^(?P<what>.*?) @ \$(?P<path>.*)$")
 
 def _describe(error: Exception, kind: str) -> str:
     lines = []
-    for line in cattrs.transform_error(error, path=f"${''}"):
+    for line in cattrs.transform_error(error, path="$"):
         match = _PATH_IN_CATTRS.match(line)
         if match:
             path = match["path"]
