@@ -69,15 +69,21 @@ def test_first_and_second_deploy(fake_nixos_hosts, driver, t1, t2):
     assert f"switch {t2.path}" in applied
 
 
-def test_the_subprocess_provider_deploys(fake_nixos_hosts, t1):
+def test_the_subprocess_provider_deploys_and_reports_progress(fake_nixos_hosts, t1, capfd):
     host, = fake_nixos_hosts(1)
     driver = SubprocessDriver()
     try:
-        outputs = driver.create(TYPE, inputs_for(host, t1))
+        magic = {"magic": {"enable": True, "confirmTimeout": 10}}
+        outputs = driver.create(TYPE, inputs_for(host, t1, rollback=magic))
         assert outputs["toplevel"] == t1.path
         assert driver.read(TYPE, inputs_for(host, t1), outputs) == outputs
     finally:
         assert driver.close() == 0
+    err = capfd.readouterr().err
+    words = [line.split(": ")[1] for line in err.splitlines() if line.startswith("nixos_config: ")]
+    phases = [w for w in words if w in ("copying", "building", "activating", "confirming", "done")]
+    assert phases == ["copying", "activating", "confirming", "done"], err
+    assert f"copying: {len(t1.closure())} paths to root@{host.address}" in err
 
 
 @pytest.mark.parametrize("apply", [True, False], ids=["bin-apply", "switch-to-configuration"])

@@ -80,11 +80,15 @@ class Target:
         self.dir = tempfile.mkdtemp(prefix="fediversity-nixos-config-")
         self.config = os.path.join(self.dir, "ssh_config")
         self.ssh_log = os.path.join(self.dir, "ssh.log")
-        self._write_config()
+        try:
+            self._write_config()
+        except BaseException:
+            self.close()
+            raise
 
     # -- set-up -----------------------------------------------------------
     def _write_config(self) -> None:
-        key = self.ssh["hostPublicKey"].strip()
+        key = " ".join(self.ssh["hostPublicKey"].split()[:2])  # a trailing comment is ignored
         known_hosts = os.path.join(self.dir, "known_hosts")
         with open(known_hosts, "w") as f:
             f.write(f"{_ALIAS} {key}\n")
@@ -109,7 +113,11 @@ class Target:
             "  LogLevel INFO",
         ]
         key_file = self.ssh.get("privateKeyFile")
-        if key_file:
+        lines.append("  IdentityAgent none")
+        if not key_file:
+            lines += [f"  IdentityFile ~/.ssh/{name}" for name in ("id_ed25519", "id_ecdsa", "id_rsa")]
+            lines.append("  IdentitiesOnly yes")
+        else:
             if not os.path.isfile(key_file):
                 raise InvalidInput(
                     f"private key file {key_file} does not exist",
