@@ -216,7 +216,7 @@ def _confirm(target: Target, token: str, timeout: int, switched_at: float, lost,
     while time.monotonic() < deadline:
         try:
             result = target.run(SCRIPT, ["confirm", token], timeout=max(1.0, deadline - time.monotonic()),
-                                what="confirming")
+                                what="confirming", fresh=True)
         except (Unreachable, Transient) as error:
             last = error
             time.sleep(0.2)

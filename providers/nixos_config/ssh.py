@@ -111,6 +111,11 @@ class Target:
             f"  ServerAliveInterval {alive}",
             "  ServerAliveCountMax 3",
             "  LogLevel INFO",
+            # One connection for the whole request (copy and activation);
+            # the magic-rollback confirmation opts out to prove a fresh one works.
+            "  ControlMaster auto",
+            f"  ControlPath {_quote_config(os.path.join(self.dir, 'mux'))}",
+            "  ControlPersist 30",
         ]
         key_file = self.ssh.get("privateKeyFile")
         lines.append("  IdentityAgent none")
@@ -129,6 +134,9 @@ class Target:
             f.write("\n".join(lines) + "\n")
 
     def close(self) -> None:
+        if os.path.exists(os.path.join(self.dir, "mux")):
+            subprocess.run(["ssh", "-F", self.config, "-O", "exit", _ALIAS], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10, check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> "Target":
@@ -187,16 +195,20 @@ class Target:
 
     # -- running commands -------------------------------------------------
     def run(self, script: str, args: list[str], *, timeout: float | None = None, what: str = "remote command",
-            relay: bool = False) -> Result:
+            relay: bool = False, fresh: bool = False) -> Result:
         """Run ``sh -c SCRIPT fp ARGS`` on the target (under sudo when asked).
 
+        ``fresh`` opens a new connection instead of sharing the request's one.
         Raises the ssh error kind when ssh itself failed (status 255 with a
         diagnostic); otherwise returns the result, whatever the status.
         """
         remote = ["sh", "-c", script, "fp", *args]
         if self.sudo:
             remote = ["sudo", "-n", "--", *remote]
-        argv = ["ssh", "-F", self.config, "-E", self.ssh_log, "-T", _ALIAS, shlex.join(remote)]
+        argv = ["ssh", "-F", self.config, "-E", self.ssh_log, "-T"]
+        if fresh:
+            argv += ["-o", "ControlMaster=no", "-o", "ControlPath=none"]
+        argv += [_ALIAS, shlex.join(remote)]
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, errors="replace")
         stderr: list[str] = []
