@@ -10,7 +10,7 @@ import pytest
 
 from fediversity_providers import AccessDenied, Conflict, InvalidInput, NotFound, Unreachable
 from fediversity_providers.core.testing.nixos import PAUSE_HOOK
-from fediversity_providers.testing import InProcessDriver, SubprocessDriver, conformance
+from fediversity_providers.testing import InProcessDriver, SubprocessDriver, conformance, require_executable
 
 TYPE = "nixos_config"
 
@@ -301,3 +301,32 @@ def test_build_on_target(fake_nixos_hosts, driver, toplevel_builder):
     out = driver.create(TYPE, inputs_for(host, unbuilt.drv, buildOnTarget=True))
     assert out["toplevel"] == unbuilt.path == host.current_system()
     assert not os.path.exists(unbuilt.path), "it was built on the machine, not here"
+
+
+def test_non_root_user_deploys_with_sudo(fake_nixos_hosts, driver, t1, t2):
+    host, = fake_nixos_hosts(1)
+    require_executable("sudo", "sudo")
+    ssh = host.add_deploy_user("deploy")
+    first = driver.create(TYPE, inputs_for(host, t1, ssh=ssh))
+    second = driver.update(TYPE, inputs_for(host, t1, ssh=ssh), first, inputs_for(host, t2, ssh=ssh))
+    assert second == {"toplevel": t2.path, "generation": 2, "previousToplevel": t1.path}
+    assert host.current_system() == t2.path
+    assert host.file("/var/lib/fediversity-providers/nixos_config").stat().st_uid == 0, "activation ran as root"
+    driver.delete(TYPE, inputs_for(host, t2, ssh=ssh), second)
+
+
+def test_sudo_asking_for_a_password_is_reported(fake_nixos_hosts, driver, t1):
+    host, = fake_nixos_hosts(1)
+    require_executable("sudo", "sudo")
+    ssh = host.add_deploy_user("nosudo", sudo=False)
+    with pytest.raises(AccessDenied, match="sudo: .*password"):
+        driver.create(TYPE, inputs_for(host, t1, ssh=ssh))
+    assert host.current_system() is None
+
+
+def test_a_path_that_is_not_a_system_is_refused(fake_nixos_hosts, driver, toplevel_builder):
+    host, = fake_nixos_hosts(1)
+    payload = toplevel_builder("with-payload", payloads=1).closure()[0]
+    with pytest.raises(InvalidInput, match="switch-to-configuration is missing"):
+        driver.create(TYPE, inputs_for(host, payload))
+    assert host.current_system() is None and host.generation() is None

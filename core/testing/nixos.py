@@ -231,6 +231,27 @@ class FakeNixos:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.host, name)
 
+    def add_deploy_user(self, name: str = "deploy", *, sudo: bool = True) -> dict:
+        """A non-root login for the deployer's key, with passwordless sudo (or none).
+
+        Like a NixOS machine with a deploy user: the user is a trusted user of
+        a ``nix-daemon`` now running on the host, so ``nix copy`` works as that
+        user.  Returns ``ssh_input(user=name)``.
+        """
+        sudoers = f"echo '{name} ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/{name} && chmod 440 /etc/sudoers.d/{name}"
+        self.host.write_file("/etc/nix/nix.conf", HOST_NIX_CONF + f"trusted-users = root {name}\n")
+        self.host.run(
+            f"id {name} >/dev/null 2>&1 || useradd -m -s /bin/sh -p '*' {name}; "
+            # the test sshd reads every user's keys from root's authorized_keys
+            "chmod 711 /root && chmod 755 /root/.ssh && chmod 644 /root/.ssh/authorized_keys; "
+            + (sudoers + "; " if sudo else "")
+            + "[ -S /nix/var/nix/daemon-socket/socket ] || "
+            "{ mkdir -p /nix/var/nix/daemon-socket; nohup nix-daemon </dev/null >/var/log/nix-daemon.log 2>&1 & }"
+        )
+        socket = self.host.path("/nix/var/nix/daemon-socket/socket")
+        self.wait_for(lambda: socket.exists(), timeout=10, what="nix-daemon socket")
+        return self.host.ssh_input(user=name)
+
     def file(self, p: str) -> Path:
         """Host file ``p`` in the host's own layer (``/nix`` or the overlay's upper dir)."""
         if p.startswith("/nix/"):
