@@ -82,7 +82,7 @@ def check_local_path(path: str, build_on_target: bool) -> list[str]:
 
 def copy_closure(target: Target, path: str, paths: list[str], inputs: dict, ctx: Context) -> None:
     """``nix copy --to ssh-ng://`` with our ssh options; ssh's own error on failure."""
-    ctx.progress("copying", f"{len(paths)} paths to {target.label}")
+    ctx.progress("copying", f"{len(paths)} path{'' if len(paths) == 1 else 's'} to {target.label}")
     argv = ["nix", *NIX_FLAGS, "copy", "--no-check-sigs", "--to", target.store_uri()]
     if inputs.get("substituteOnDestination", True):
         argv.append("--substitute-on-destination")
