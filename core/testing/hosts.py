@@ -302,6 +302,10 @@ class TestHost:
             for d in ("work", "merged", "nix"):
                 (self.dir / d).mkdir()
             (self.root / "root").chmod(0o700)
+            # The host's own root shell profile: the machine's may be slow
+            # (it is sourced by bash for every ssh command) or print things.
+            for rc in (".bashrc", ".profile"):
+                (self.root / "root" / rc).write_text("# test host\n")
             (self.root / "run" / "sshd").mkdir(parents=True, mode=0o755)
             (self.root / "var" / "log").mkdir(parents=True)
 
