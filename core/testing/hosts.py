@@ -137,6 +137,9 @@ def _remove_slot(slot: int, entry: dict) -> None:
     """Remove everything a slot holds: processes, namespace, route, files."""
     netns = entry["netns"]
     _kill_netns_pids(netns)
+    # Deleting the outer end removes the pair now; a namespace's own teardown
+    # (and with it the veth) happens later, in the kernel's cleanup work.
+    _run("ip", "link", "del", f"fvpo{slot}", check=False)
     _run("ip", "netns", "del", netns, check=False)
     _run("ip", "route", "del", "table", "local", f"{_PREFIX}{slot}/32", check=False)
     directory = entry.get("dir")
@@ -169,7 +172,7 @@ def _registry() -> Iterator[dict]:
 
 def _slot_in_use_outside_registry(slot: int) -> bool:
     netns = Path("/run/netns") / f"fvp-h{slot}"
-    if netns.exists():
+    if netns.exists() or Path(f"/sys/class/net/fvpo{slot}").exists():
         return True
     routes = _run("ip", "route", "show", "table", "local", f"{_PREFIX}{slot}/32", check=False).stdout
     return bool(routes.strip())
@@ -299,6 +302,10 @@ class TestHost:
             for d in ("work", "merged", "nix"):
                 (self.dir / d).mkdir()
             (self.root / "root").chmod(0o700)
+            # The host's own root shell profile: the machine's may be slow
+            # (it is sourced by bash for every ssh command) or print things.
+            for rc in (".bashrc", ".profile"):
+                (self.root / "root" / rc).write_text("# test host\n")
             (self.root / "run" / "sshd").mkdir(parents=True, mode=0o755)
             (self.root / "var" / "log").mkdir(parents=True)
 
