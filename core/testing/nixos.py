@@ -209,9 +209,7 @@ def _run(argv: list[str]) -> str:
 class FakeNixos:
     """A test host (from ``ssh_hosts(..., own_root=True)``) made ready for Nix deploys.
 
-    Its ``/etc/nix/nix.conf`` gets :data:`HOST_NIX_CONF` and root's shell
-    start-up files are emptied (the deployer's would run on every ssh
-    command); everything else a
+    Its ``/etc/nix/nix.conf`` gets :data:`HOST_NIX_CONF`; everything else a
     deploy touches (its own ``/nix``, ``/run``, ``/var/lib``) is the host's own
     and read here from outside, so it works while the host is unreachable.
     """
@@ -223,10 +221,6 @@ class FakeNixos:
             raise ValueError("a fake NixOS host needs its own root: ssh_hosts(n, own_root=True)")
         self.host = host
         host.write_file("/etc/nix/nix.conf", HOST_NIX_CONF)
-        # The overlay's lower layer is the deployer's own root: keep its shell
-        # start-up files (which bash runs even for ssh commands) off the host.
-        for rc in ("/root/.bashrc", "/root/.profile"):
-            host.write_file(rc, "# fake NixOS host\n")
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.host, name)
