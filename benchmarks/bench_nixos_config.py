@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -31,8 +32,19 @@ from fediversity_providers.testing.nixos import FakeNixos, build_toplevel
 SERVE = [sys.executable, "-m", "fediversity_providers", "serve"]
 
 
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)
+
+
+BUSY: list[tuple[int, float]] = []  # (hosts, machine busy fraction during the deploy)
+
+
 def deploy_all(hosts: list[FakeNixos], toplevel: str) -> float:
     """Deploy ``toplevel`` to every host, one provider process per host; seconds taken."""
+    busy0, total0 = cpu_times()
     start = time.perf_counter()
     procs = []
     for host in hosts:
@@ -52,7 +64,10 @@ def deploy_all(hosts: list[FakeNixos], toplevel: str) -> float:
             raise SystemExit(f"deploy to {host.name} failed: {response}\n{err.decode()}")
         if outputs["toplevel"] != toplevel or host.current_system() != toplevel:
             raise SystemExit(f"{host.name} does not run {toplevel}")
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    busy1, total1 = cpu_times()
+    BUSY.append((len(hosts), (busy1 - busy0) / max(1, total1 - total0)))
+    return elapsed
 
 
 def main() -> None:
@@ -88,6 +103,10 @@ def main() -> None:
     print(f"1 host:  median {statistics.median(ones):.2f}s")
     print(f"4 hosts: median {statistics.median(fours):.2f}s (4 concurrent provider processes)")
     print(f"ratio 4 hosts / 1 host: {ratio:.2f} (goal < 2.0: {'met' if ratio < 2 else 'NOT met'})")
+    for n in (1, 4):
+        busy = statistics.median(b for hosts, b in BUSY if hosts == n)
+        print(f"machine CPU busy while deploying to {n} host{'s' if n > 1 else ''}: {busy:.0%} "
+              f"of {os.cpu_count()} CPUs (everything running, not only this benchmark)")
 
 
 if __name__ == "__main__":

@@ -62,9 +62,7 @@ def _local(argv: list[str], timeout: float | None = None) -> subprocess.Complete
 
 def check_local_path(path: str, build_on_target: bool) -> list[str]:
     """The closure of ``path`` in the local store; InvalidInput when it is not there."""
-    if build_on_target and not path.endswith(".drv"):
-        pass  # an output path is fine too
-    elif path.endswith(".drv") and not build_on_target:
+    if path.endswith(".drv") and not build_on_target:
         raise InvalidInput(
             f"{path} is a derivation, not a built system",
             field="toplevel",
@@ -165,6 +163,8 @@ def deploy(inputs: dict, ctx: Context) -> dict[str, Any]:
             )
         except Unreachable as error:
             if not magic_timeout:
+                error.message += ("; the connection was lost during activation, which may or may not have "
+                                  "finished: read the resource to see what the machine runs")
                 raise
             lost, result = error, None
         switched_at = time.monotonic()
@@ -177,11 +177,12 @@ def deploy(inputs: dict, ctx: Context) -> dict[str, Any]:
             if status is None or status != 0:
                 _activation_failed(target, toplevel, action, result, on_failure)
         if magic_timeout:
-            values = _confirm(target, token, magic_timeout, switched_at, lost, ctx)
-            if result is not None:
-                values = {**result.values, **values}
-        else:
+            _confirm(target, token, magic_timeout, switched_at, lost, ctx)
+        if result is not None:
             values = result.values
+        else:  # the activation's session was lost, but the machine confirmed: look again
+            values = target.run(SCRIPT, ["state", profile, record_path(profile)], what="reading the system state",
+                                fresh=True).values
     outputs = _outputs(values)
     ctx.progress("done", f"{target.label} runs {outputs['toplevel']} (generation {outputs['generation']})")
     return outputs
@@ -208,7 +209,7 @@ def _activation_failed(target: Target, toplevel: str, action: str, result, on_fa
     )
 
 
-def _confirm(target: Target, token: str, timeout: int, switched_at: float, lost, ctx: Context) -> dict[str, str]:
+def _confirm(target: Target, token: str, timeout: int, switched_at: float, lost, ctx: Context) -> None:
     """Reach the machine over a fresh connection before its watchdog rolls back."""
     ctx.progress("confirming", f"reaching {target.label} again within {timeout}s")
     deadline = switched_at + timeout
@@ -224,7 +225,7 @@ def _confirm(target: Target, token: str, timeout: int, switched_at: float, lost,
         state = result.values.get("confirm")
         if state == "confirmed":
             ctx.log("confirmed: the machine is reachable after the switch")
-            return {}
+            return
         if state == "expired":
             break
         raise ProviderError(f"confirming on {target.label}: the watchdog is gone ({state}); "

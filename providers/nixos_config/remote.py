@@ -77,7 +77,7 @@ restore() {  # restore ACTION PROFILE PREV_GEN PREV_ACTIVE NEW_GEN
 watchdog() {  # watchdog DIR TIMEOUT ACTION PROFILE PREV_GEN PREV_ACTIVE
   dir=$1 timeout=$2; shift 2
   waited=0
-  while [ -e "$dir/armed" ] && [ ! -e "$dir/switched" ] && [ $waited -lt 18000 ]; do
+  while [ -e "$dir/armed" ] && [ ! -e "$dir/switched" ] && [ $waited -lt 9000 ]; do
     sleep 0.2; waited=$((waited + 1))
   done
   deadline=$(( $(date +%s) + timeout ))

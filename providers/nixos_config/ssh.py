@@ -253,7 +253,6 @@ class Target:
             if error is None:
                 error = Unreachable(f"{what} on {self.label}: the connection failed: {detail or 'connection lost'}",
                                     field="ssh.host", hint="check that the machine is reachable, then retry")
-            error.partial = values  # type: ignore[attr-defined]
             raise error
         if self.sudo and status == 1 and any("sudo:" in l and "password" in l for l in stderr):
             raise AccessDenied(
