@@ -262,13 +262,11 @@ def test_missing_local_path_is_invalid_input(driver, t1):
 def test_delete_keeps_or_rolls_back(fake_nixos_hosts, driver, t1, t2, toplevel_builder):
     keep_host, back_host = fake_nixos_hosts(2)
     base = toplevel_builder("before-first-deploy")
-    for host in (keep_host, back_host):
-        # the machine ran `base` before this resource's first deploy
-        host.run(f"true")
-    # put `base` on back_host by a separate deployment of another profile? no: deploy it, then forget it
+    # back_host ran `base` before the resource's first deploy: deployed by a
+    # resource that was deleted since (which left the machine on it)
     driver.create(TYPE, inputs_for(back_host, base))
     driver.delete(TYPE, inputs_for(back_host, base), {})
-    assert back_host.generation() == 1
+    assert back_host.current_system() == base.path and back_host.generation() == 1
 
     for host, on_delete in ((keep_host, "keep"), (back_host, "rollback")):
         ins = inputs_for(host, t1, onDelete=on_delete)
@@ -330,3 +328,34 @@ def test_a_path_that_is_not_a_system_is_refused(fake_nixos_hosts, driver, toplev
     with pytest.raises(InvalidInput, match="switch-to-configuration is missing"):
         driver.create(TYPE, inputs_for(host, payload))
     assert host.current_system() is None and host.generation() is None
+
+
+def test_a_host_that_never_answers_times_out(fake_nixos_hosts, driver, t1):
+    host, = fake_nixos_hosts(1)
+    host.hang()
+    started = time.monotonic()
+    with pytest.raises(Unreachable, match="ssh said"):
+        driver.create(TYPE, inputs_for(host, t1, ssh={"connectTimeout": 2}))
+    assert time.monotonic() - started < 15
+
+
+def test_concurrent_provider_processes_deploy_to_their_own_hosts(fake_nixos_hosts, t1):
+    hosts = fake_nixos_hosts(3)
+    drivers = [SubprocessDriver() for _ in hosts]
+    results: dict[int, object] = {}
+
+    def deploy(i):
+        try:
+            results[i] = drivers[i].create(TYPE, inputs_for(hosts[i], t1))
+        except Exception as error:  # reported below
+            results[i] = error
+
+    threads = [threading.Thread(target=deploy, args=(i,)) for i in range(len(hosts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for d in drivers:
+        assert d.close() == 0
+    assert all(isinstance(r, dict) and r["toplevel"] == t1.path for r in results.values()), results
+    assert [h.current_system() for h in hosts] == [t1.path] * 3
