@@ -59,7 +59,7 @@ restore() {  # restore ACTION PROFILE PREV_GEN PREV_ACTIVE NEW_GEN
   case "$action" in
     switch|boot)
       if [ -n "$prev_gen" ]; then
-        [ "$new_gen" = "$prev_gen" ] || nix-env -p "$profile" --switch-generation "$prev_gen" >&2 || rc=1
+        [ "$new_gen" = "$prev_gen" ] || nix-env -p "$profile" --switch-generation "$prev_gen" 2>&1 || rc=1
       elif [ -n "$new_gen" ]; then
         rm -f "$profile" "$profile-$new_gen-link"
       fi ;;
@@ -67,7 +67,7 @@ restore() {  # restore ACTION PROFILE PREV_GEN PREV_ACTIVE NEW_GEN
   target=$prev_active
   [ "$action" = boot ] && target=$(gen_path "$profile" "$prev_gen")
   if [ -n "$target" ] && [ -x "$target/bin/switch-to-configuration" ]; then
-    stc "$target" "$action" >&2 || rc=2
+    stc "$target" "$action" 2>&1 || rc=2
   elif [ "$action" != boot ] && [ -z "$prev_active" ]; then
     rm -f /run/current-system
   fi
@@ -125,7 +125,7 @@ cmd_deploy() {
   if [ $rc -ne 0 ]; then
     [ "$magic" -gt 0 ] && mv "$dir/armed" "$dir/cancelled" 2>/dev/null
     if [ "$on_failure" = 1 ] && [ "$action" != dry-activate ]; then
-      echo "activation failed (status $rc): rolling back" >&2
+      echo "activation failed (status $rc): rolling back"
       restore "$action" "$profile" "$prev_gen" "$prev_active" "$new_gen"
       say rolled_back $?
     fi

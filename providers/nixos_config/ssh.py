@@ -14,7 +14,10 @@ only reports "unexpected end-of-file".
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -172,10 +175,15 @@ class Target:
     def ssh_error(self, what: str, detail: str, *, during: str = "") -> ProviderError | None:
         """The error kind and message for ssh's diagnostics, or None if ssh did not fail."""
         lower = detail.lower()
-        where = f"{what} on {self.label}" + (f" {during}" if during else "")
+        where = f"{what} ({self.label})" + (f" {during}" if during else "")
         if any(sign in lower for sign in _HOST_KEY_SIGNS):
+            presented = re.search(r"The fingerprint for the (\S+) key sent by the remote host is\s+(\S+?)\.?$",
+                                  detail, re.M)
+            seen = f"it presented {presented[1]} key {presented[2]}, " if presented else ""
+            last = detail.strip().splitlines()[-1]
             return AccessDenied(
-                f"{where}: the machine's SSH host key does not match ssh.hostPublicKey; nothing was changed. ssh said: {detail}",
+                f"{where}: the machine's SSH host key does not match ssh.hostPublicKey ({seen}expected "
+                f"{self.expected_fingerprint()}); nothing was changed. ssh said: {last}",
                 field="ssh.hostPublicKey",
                 hint=f"check the key with: ssh-keyscan -p {self.port} {self.host}",
             )
@@ -192,6 +200,16 @@ class Target:
                 hint="check that the machine is up and reachable, then retry",
             )
         return None
+
+    def expected_fingerprint(self) -> str:
+        """``TYPE SHA256:...`` of ``ssh.hostPublicKey``, as ssh prints fingerprints."""
+        kind, _, blob = self.ssh["hostPublicKey"].strip().partition(" ")
+        try:
+            raw = base64.b64decode(blob.split()[0], validate=True)
+        except (ValueError, IndexError):
+            return kind
+        digest = base64.b64encode(hashlib.sha256(raw).digest()).decode().rstrip("=")
+        return f"{kind} SHA256:{digest}"
 
     # -- running commands -------------------------------------------------
     def run(self, script: str, args: list[str], *, timeout: float | None = None, what: str = "remote command",
