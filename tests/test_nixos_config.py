@@ -359,3 +359,10 @@ def test_concurrent_provider_processes_deploy_to_their_own_hosts(fake_nixos_host
         assert d.close() == 0
     assert all(isinstance(r, dict) and r["toplevel"] == t1.path for r in results.values()), results
     assert [h.current_system() for h in hosts] == [t1.path] * 3
+
+
+def test_existing_vm_output_feeds_straight_in(fake_nixos_hosts, driver, t1):
+    host, = fake_nixos_hosts(1)
+    vm = driver.create("existing_vm", {"ssh": host.ssh_input(connectTimeout=3)})
+    out = driver.create(TYPE, {"ssh": vm["ssh"], "toplevel": t1.path})
+    assert out["toplevel"] == t1.path == host.current_system()
