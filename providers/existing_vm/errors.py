@@ -59,6 +59,9 @@ def classify(error: BaseException, ssh: dict, pinned: paramiko.PKey, phase: str)
             f"{where} accepted the TCP connection but sent no SSH banner within {timeout}s", field="ssh.port",
             hint=f"the SSH server is overloaded or something else listens on port {port}; {slow}",
         )
+    if isinstance(error, paramiko.SSHException) and str(error) in ("No existing session", "Negotiation failed."):
+        return Transient(f"the SSH handshake with {where} did not complete within {timeout}s", field="ssh.host",
+                         hint=f"the SSH server or the network is overloaded; {slow}")
     if isinstance(error, (paramiko.SSHException, EOFError, ConnectionError, OSError)):
         detail = str(error) or type(error).__name__
         return Transient(f"the SSH connection to {where} failed while {phase}: {detail}", field="ssh.host",
