@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 from fediversity_providers.core.plugins import Registry
-from fediversity_providers.core.testing.prereq import require
+from fediversity_providers.testing.prereq import require
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SERVE = [sys.executable, "-m", "fediversity_providers", "serve"]

@@ -20,10 +20,10 @@ from __future__ import annotations
 import copy
 from typing import Any, Iterable
 
-from ..errors import InvalidInput, NotFound, ProviderError
+from fediversity_providers.core.errors import InvalidInput, NotFound, ProviderError
 from .drivers import Driver
 
-__all__ = ["check", "check_invalid_inputs", "ConformanceFailure"]
+__all__ = ["check", "check_invalid_inputs", "check_classes_match_schema", "ConformanceFailure"]
 
 
 class ConformanceFailure(AssertionError):
@@ -181,3 +181,32 @@ def check_invalid_inputs(
 
     invalid_inputs_are_refused()
     return tried
+
+
+def check_classes_match_schema(resource_type: Any) -> None:
+    """A type's attrs ``inputs_class``/``outputs_class`` and its schemas name the same fields.
+
+    Same wire names, and a field without a default is exactly a required one.
+    """
+    import attrs
+
+    from fediversity_providers.core.messages import to_camel
+
+    pairs = (("inputs", resource_type.inputs_class, resource_type.input_schema),
+             ("outputs", resource_type.outputs_class, resource_type.output_schema))
+    for side, cls, schema in pairs:
+        if cls is None:
+            continue
+        fields = {f.metadata.get("wire") or to_camel(f.name): f for f in attrs.fields(cls)}
+        properties = set(schema.get("properties", {}))
+        if set(fields) != properties:
+            raise ConformanceFailure(
+                f"{resource_type.name} {side}: class {cls.__name__} has {sorted(set(fields) - properties)} "
+                f"that the schema lacks, and lacks {sorted(properties - set(fields))}"
+            )
+        required = {name for name, f in fields.items() if f.default is attrs.NOTHING}
+        if required != set(schema.get("required", [])):
+            raise ConformanceFailure(
+                f"{resource_type.name} {side}: required fields differ: class {sorted(required)}, "
+                f"schema {sorted(schema.get('required', []))}"
+            )

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from typing import Iterable, Sequence
 
-from .. import messages as m
-from ..client import ProviderProcess
-from ..engine import Engine
-from ..errors import ProtocolError, from_message
-from ..plugins import Registry
+from fediversity_providers.core import messages as m
+from fediversity_providers.core.client import ProviderProcess
+from fediversity_providers.core.engine import Engine
+from fediversity_providers.core.errors import ProtocolError, from_message
+from fediversity_providers.core.plugins import Registry
 
 __all__ = ["Driver", "InProcessDriver", "SubprocessDriver"]
 
