@@ -25,5 +25,7 @@ def provider_subprocess():
         yield driver
     finally:
         assert driver.close() == 0, "the provider did not exit with status 0 on EOF"
+
+
 from .hosts import *  # noqa
 from .proxmox import *  # noqa
