@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from fediversity_providers.core.testing import hosts as hostmod
+from fediversity_providers.testing import hosts as hostmod
 
 
 def _connect_error(host, timeout=2.0):
@@ -136,7 +136,7 @@ def test_stale_slots_of_dead_sessions_are_reclaimed(tmp_path):
     hostmod.require_ssh_hosts()
     script = (
         "import os, sys, time\n"
-        "from fediversity_providers.core.testing.hosts import SSHHostFactory\n"
+        "from fediversity_providers.testing.hosts import SSHHostFactory\n"
         f"f = SSHHostFactory({str(tmp_path)!r})\n"
         "(h,) = f(1)\n"
         "print(h.slot, h.netns, h._sshd.pid, flush=True)\n"
@@ -159,7 +159,7 @@ def test_concurrent_sessions_get_distinct_slots():
     """Two processes allocating at once never get the same address."""
     hostmod.require_ssh_hosts()
     script = (
-        "from fediversity_providers.core.testing.hosts import SSHHostFactory\n"
+        "from fediversity_providers.testing.hosts import SSHHostFactory\n"
         "with SSHHostFactory() as f:\n"
         "    hs = f(3)\n"
         "    print(' '.join(h.address for h in hs), flush=True)\n"
