@@ -11,6 +11,7 @@ import time
 import pytest
 
 from fediversity_providers.testing import hosts as hostmod
+from fediversity_providers.testing import hostslots
 
 
 def _connect_error(host, timeout=2.0):
@@ -127,7 +128,7 @@ def test_teardown_removes_everything_even_when_a_test_fails(tmp_path):
     routes = subprocess.run(["ip", "route", "show", "table", "local"], capture_output=True, text=True).stdout
     for h in hosts:
         assert f"{h.address} " not in routes
-    registry = json.loads((hostmod._STATE_DIR / "registry.json").read_text())
+    registry = json.loads((hostslots.STATE_DIR / "registry.json").read_text())
     assert not {str(h.slot) for h in hosts} & set(registry)
 
 
@@ -150,7 +151,7 @@ def test_stale_slots_of_dead_sessions_are_reclaimed(tmp_path):
         assert not _running(sshd_pid)
         assert netns not in _netns_names() or new.netns == netns
         assert new.run("true").returncode == 0
-        registry = json.loads((hostmod._STATE_DIR / "registry.json").read_text())
+        registry = json.loads((hostslots.STATE_DIR / "registry.json").read_text())
         entry = registry.get(slot)
         assert entry is None or entry["owner"]["pid"] == os.getpid()
 
