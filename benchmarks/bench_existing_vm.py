@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 
-from fediversity_providers.core.testing.hosts import SSHHostFactory
+from fediversity_providers.testing.hosts import SSHHostFactory
 from fediversity_providers.testing import InProcessDriver
 
 SERVE = [sys.executable, "-m", "fediversity_providers", "serve"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -290,3 +289,12 @@ def test_serve_imports_fabric_only_when_an_existing_vm_request_arrives(ssh_hosts
     names, stdout = imported(create)
     assert "createResourceResponse" in stdout
     assert {"fabric", "paramiko"} <= names
+
+
+def test_a_machine_that_stops_answering_mid_command_fails_within_connect_timeout(driver, ssh_hosts):
+    (h,) = ssh_hosts(1, own_root=True)
+    h.write_file("/usr/local/bin/nproc", "#!/bin/sh\nexec sleep 60\n", 0o755)  # facts gathering stalls
+    assert h.run("command -v nproc").stdout.strip() == "/usr/local/bin/nproc"
+    error, took = timed(driver.create, T, {"ssh": h.ssh_input(connectTimeout=1)})
+    assert isinstance(error, Unreachable) and "stopped answering" in str(error), error
+    assert took < 1 + MARGIN

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from fediversity_providers.core.testing import hosts as hostmod
+from fediversity_providers.testing import hosts as hostmod
+from fediversity_providers.testing import hostslots
 
 
 def _connect_error(host, timeout=2.0):
@@ -127,7 +128,7 @@ def test_teardown_removes_everything_even_when_a_test_fails(tmp_path):
     routes = subprocess.run(["ip", "route", "show", "table", "local"], capture_output=True, text=True).stdout
     for h in hosts:
         assert f"{h.address} " not in routes
-    registry = json.loads((hostmod._STATE_DIR / "registry.json").read_text())
+    registry = json.loads((hostslots.STATE_DIR / "registry.json").read_text())
     assert not {str(h.slot) for h in hosts} & set(registry)
 
 
@@ -136,7 +137,7 @@ def test_stale_slots_of_dead_sessions_are_reclaimed(tmp_path):
     hostmod.require_ssh_hosts()
     script = (
         "import os, sys, time\n"
-        "from fediversity_providers.core.testing.hosts import SSHHostFactory\n"
+        "from fediversity_providers.testing.hosts import SSHHostFactory\n"
         f"f = SSHHostFactory({str(tmp_path)!r})\n"
         "(h,) = f(1)\n"
         "print(h.slot, h.netns, h._sshd.pid, flush=True)\n"
@@ -150,7 +151,7 @@ def test_stale_slots_of_dead_sessions_are_reclaimed(tmp_path):
         assert not _running(sshd_pid)
         assert netns not in _netns_names() or new.netns == netns
         assert new.run("true").returncode == 0
-        registry = json.loads((hostmod._STATE_DIR / "registry.json").read_text())
+        registry = json.loads((hostslots.STATE_DIR / "registry.json").read_text())
         entry = registry.get(slot)
         assert entry is None or entry["owner"]["pid"] == os.getpid()
 
@@ -159,7 +160,7 @@ def test_concurrent_sessions_get_distinct_slots():
     """Two processes allocating at once never get the same address."""
     hostmod.require_ssh_hosts()
     script = (
-        "from fediversity_providers.core.testing.hosts import SSHHostFactory\n"
+        "from fediversity_providers.testing.hosts import SSHHostFactory\n"
         "with SSHHostFactory() as f:\n"
         "    hs = f(3)\n"
         "    print(' '.join(h.address for h in hs), flush=True)\n"

@@ -26,8 +26,6 @@ as a context manager in scripts.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import os
 import shutil
 import signal
@@ -41,15 +39,13 @@ from typing import Any, Iterator
 
 import pytest
 
+from .hostslots import PREFIX, allocate, release, run, stop
 from .prereq import require_executable, require_root
 
 __all__ = ["TestHost", "SSHHostFactory", "ssh_hosts", "DEPLOYER_ADDRESS"]
 
 #: The machine's own address towards every host (the source of connections).
 DEPLOYER_ADDRESS = "127.77.0.1"
-_PREFIX = "127.77.0."
-_SLOTS = range(2, 255)
-_STATE_DIR = Path(os.environ.get("FEDIVERSITY_TESTHOSTS_DIR", "/run/fediversity-providers-testhosts"))
 _START_TIMEOUT = 10.0
 
 _SSHD_CONFIG = """\
@@ -75,28 +71,6 @@ Subsystem sftp internal-sftp
 """
 
 
-def _run(*argv: str, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, **kwargs
-    )
-    if check and result.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({result.returncode}): {result.stderr.strip()}")
-    return result
-
-
-def _start_time(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (guards against reused pids)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _alive(owner: dict) -> bool:
-    return _start_time(owner["pid"]) == owner.get("start")
-
-
 def _public_key_line(path: Path) -> str:
     kind, blob = path.read_text().split()[:2]
     return f"{kind} {blob}"
@@ -105,110 +79,7 @@ def _public_key_line(path: Path) -> str:
 def _keygen(path: Path) -> None:
     for p in (path, path.with_name(path.name + ".pub")):
         p.unlink(missing_ok=True)
-    _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(path))
-
-
-def _stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(sig)
-    try:
-        proc.wait(3)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait(3)
-
-
-def _kill_netns_pids(netns: str) -> None:
-    """SIGKILL whatever still runs in ``netns`` (sessions, leftovers)."""
-    for _ in range(50):
-        out = _run("ip", "netns", "pids", netns, check=False).stdout.split()
-        if not out:
-            return
-        for pid in out:
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pid), signal.SIGKILL)
-        time.sleep(0.02)
-
-
-def _remove_slot(slot: int, entry: dict) -> None:
-    """Remove everything a slot holds: processes, namespace, route, files."""
-    netns = entry["netns"]
-    _kill_netns_pids(netns)
-    # Deleting the outer end removes the pair now; a namespace's own teardown
-    # (and with it the veth) happens later, in the kernel's cleanup work.
-    _run("ip", "link", "del", f"fvpo{slot}", check=False)
-    _run("ip", "netns", "del", netns, check=False)
-    _run("ip", "route", "del", "table", "local", f"{_PREFIX}{slot}/32", check=False)
-    directory = entry.get("dir")
-    if directory:
-        for _ in range(20):
-            shutil.rmtree(directory, ignore_errors=True)
-            if not os.path.exists(directory):
-                break
-            time.sleep(0.05)
-
-
-@contextlib.contextmanager
-def _registry() -> Iterator[dict]:
-    """The slot registry, locked for the duration of the block."""
-    _STATE_DIR.mkdir(parents=True, exist_ok=True)
-    with open(_STATE_DIR / "lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        path = _STATE_DIR / "registry.json"
-        try:
-            registry = json.loads(path.read_text())
-        except (OSError, ValueError):
-            registry = {}
-        try:
-            yield registry
-        finally:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(registry, indent=1))
-            tmp.replace(path)
-
-
-def _slot_in_use_outside_registry(slot: int) -> bool:
-    netns = Path("/run/netns") / f"fvp-h{slot}"
-    if netns.exists() or Path(f"/sys/class/net/fvpo{slot}").exists():
-        return True
-    routes = _run("ip", "route", "show", "table", "local", f"{_PREFIX}{slot}/32", check=False).stdout
-    return bool(routes.strip())
-
-
-def _allocate(count: int, directory: Path) -> list[int]:
-    owner = {"pid": os.getpid(), "start": _start_time(os.getpid())}
-    with _registry() as registry:
-        for key, entry in list(registry.items()):
-            if not _alive(entry["owner"]):
-                _remove_slot(int(key), entry)
-                del registry[key]
-        slots = []
-        for slot in _SLOTS:
-            if len(slots) == count:
-                break
-            if str(slot) in registry or _slot_in_use_outside_registry(slot):
-                continue
-            registry[str(slot)] = {
-                "owner": owner,
-                "netns": f"fvp-h{slot}",
-                "dir": str(directory / f"h{slot}"),
-            }
-            slots.append(slot)
-        if len(slots) < count:
-            for slot in slots:
-                del registry[str(slot)]
-            raise RuntimeError(f"no free test host slots for {count} hosts in {_PREFIX}0/24")
-        return slots
-
-
-def _release(slot: int) -> None:
-    with _registry() as registry:
-        entry = registry.pop(str(slot), None)
-        if entry is not None:
-            _remove_slot(slot, entry)
+    run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(path))
 
 
 class TestHost:
@@ -222,7 +93,7 @@ class TestHost:
     def __init__(self, slot: int, directory: Path, own_root: bool) -> None:
         self.slot = slot
         self.name = f"testhost{slot}"
-        self.address = f"{_PREFIX}{slot}"
+        self.address = f"{PREFIX}{slot}"
         self.netns = f"fvp-h{slot}"
         self.dir = directory
         self.own_root = own_root
@@ -320,20 +191,20 @@ class TestHost:
     def _setup_network(self) -> None:
         outer, inner = f"fvpo{self.slot}", f"fvpi{self.slot}"
         ns = self.netns
-        _run("ip", "netns", "add", ns)
-        _run("ip", "link", "add", outer, "type", "veth", "peer", "name", inner, "netns", ns)
-        _run("sysctl", "-qw", f"net.ipv4.conf.{outer}.route_localnet=1")
-        _run("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv4.conf.{inner}.route_localnet=1")
-        _run("ip", "link", "set", outer, "up")
-        _run("ip", "-n", ns, "link", "set", "lo", "up")
-        _run("ip", "-n", ns, "link", "set", inner, "up")
-        _run("ip", "-n", ns, "addr", "add", f"{self.address}/32", "dev", inner)
-        _run("ip", "route", "add", "table", "local", f"{self.address}/32", "dev", outer, "src", DEPLOYER_ADDRESS)
+        run("ip", "netns", "add", ns)
+        run("ip", "link", "add", outer, "type", "veth", "peer", "name", inner, "netns", ns)
+        run("sysctl", "-qw", f"net.ipv4.conf.{outer}.route_localnet=1")
+        run("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv4.conf.{inner}.route_localnet=1")
+        run("ip", "link", "set", outer, "up")
+        run("ip", "-n", ns, "link", "set", "lo", "up")
+        run("ip", "-n", ns, "link", "set", inner, "up")
+        run("ip", "-n", ns, "addr", "add", f"{self.address}/32", "dev", inner)
+        run("ip", "route", "add", "table", "local", f"{self.address}/32", "dev", outer, "src", DEPLOYER_ADDRESS)
         self._return_route("add")
 
     def _return_route(self, verb: str, blackhole: bool = False) -> None:
         spec = ["blackhole", f"{DEPLOYER_ADDRESS}/32"] if blackhole else [f"{DEPLOYER_ADDRESS}/32", "dev", f"fvpi{self.slot}"]
-        _run("ip", "-n", self.netns, "route", verb, "table", "local", *spec)
+        run("ip", "-n", self.netns, "route", verb, "table", "local", *spec)
 
     def _start_holder(self) -> None:
         """A process that holds the host's mount and UTS namespaces."""
@@ -407,11 +278,11 @@ class TestHost:
 
     def stop_sshd(self) -> None:
         """Stop sshd and its sessions: connections are refused until :meth:`start_sshd`."""
-        _stop(self._sshd)
+        stop(self._sshd)
         self._sshd = None
         # Sessions outlive the listener; a machine whose sshd is down has none.
         holder = {self._holder.pid} if self._holder else set()
-        for pid in _run("ip", "netns", "pids", self.netns, check=False).stdout.split():
+        for pid in run("ip", "netns", "pids", self.netns, check=False).stdout.split():
             if int(pid) not in holder and (self._hang is None or int(pid) != self._hang.pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
@@ -440,7 +311,7 @@ class TestHost:
         raise RuntimeError(f"{self.name}: hang listener did not start")
 
     def _stop_hang(self) -> None:
-        _stop(self._hang, signal.SIGKILL)
+        stop(self._hang, signal.SIGKILL)
         self._hang = None
 
     def rotate_host_key(self) -> str:
@@ -515,8 +386,8 @@ class TestHost:
 
     def _close(self) -> None:
         self._stop_hang()
-        _stop(self._sshd)
-        _stop(self._holder, signal.SIGKILL)
+        stop(self._sshd)
+        stop(self._holder, signal.SIGKILL)
         self._sshd = self._holder = None
 
 
@@ -536,7 +407,7 @@ class SSHHostFactory:
         if self._base is None:
             self._tmp = tempfile.mkdtemp(prefix="fvp-testhosts-")
             self._base = Path(self._tmp)
-        slots = _allocate(n, self._base)
+        slots = allocate(n, self._base)
         new = [TestHost(slot, self._base / f"h{slot}", own_root) for slot in slots]
         self.hosts.extend(new)
         for host in new:
@@ -551,7 +422,7 @@ class SSHHostFactory:
             except Exception as exc:  # keep tearing down the others
                 errors.append(exc)
             try:
-                _release(host.slot)
+                release(host.slot)
             except Exception as exc:
                 errors.append(exc)
         self.hosts.clear()

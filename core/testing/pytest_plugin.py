@@ -25,6 +25,8 @@ def provider_subprocess():
         yield driver
     finally:
         assert driver.close() == 0, "the provider did not exit with status 0 on EOF"
+
+
 from .hosts import *  # noqa: E402,F401,F403
 from .nixos import *  # noqa: E402,F401,F403
 from .proxmox import *  # noqa: E402,F401,F403

@@ -28,8 +28,9 @@ def classify(error: BaseException, ssh: dict, pinned: paramiko.PKey, phase: str)
             f"host key mismatch on {where}: expected {pinned.get_name()} {fingerprint(pinned.asbytes())}, "
             f"the host offered {offered.get_name()} {fingerprint(offered.asbytes())}; nothing was run there",
             field="ssh.hostPublicKey",
-            hint="if the machine's key was changed on purpose, put its new public key in hostPublicKey "
-            f"(ssh-keyscan -p {port} {host}); otherwise do not deploy: another machine answers at this address",
+            hint="if the machine's key was changed on purpose, put its new public key in hostPublicKey (read it on "
+            "the machine itself: /etc/ssh/ssh_host_ed25519_key.pub); otherwise do not deploy: another machine "
+            "may be answering at this address",
         )
     if isinstance(error, paramiko.AuthenticationException) and "timeout" not in str(error).lower():
         key = ssh.get("privateKeyFile")
@@ -59,6 +60,9 @@ def classify(error: BaseException, ssh: dict, pinned: paramiko.PKey, phase: str)
             f"{where} accepted the TCP connection but sent no SSH banner within {timeout}s", field="ssh.port",
             hint=f"the SSH server is overloaded or something else listens on port {port}; {slow}",
         )
+    if isinstance(error, paramiko.SSHException) and str(error) in ("No existing session", "Negotiation failed."):
+        return Transient(f"the SSH handshake with {where} did not complete within {timeout}s", field="ssh.host",
+                         hint=f"the SSH server or the network is overloaded; {slow}")
     if isinstance(error, (paramiko.SSHException, EOFError, ConnectionError, OSError)):
         detail = str(error) or type(error).__name__
         return Transient(f"the SSH connection to {where} failed while {phase}: {detail}", field="ssh.host",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import select
 import socket
 import time
 
@@ -73,12 +74,20 @@ def _attempt(ssh: dict, pinned, pkey) -> str:
         sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as error:
         raise classify(error, ssh, pinned, "connecting") from None
+    # An SSH server speaks first.  Waiting for that here, rather than in
+    # paramiko's handshake, reports a silent server the same way every time.
+    if not select.select([sock], [], [], max(0.0, deadline - time.monotonic()))[0]:
+        sock.close()
+        raise classify(paramiko.SSHException("Error reading SSH protocol banner"), ssh, pinned, "connecting")
     conn = fabric.Connection(
         host,
         user=ssh["user"],
         port=port,
         config=fabric.Config(overrides={"load_ssh_configs": False}),
-        connect_timeout=timeout,
+        # With our own socket this bounds only the key exchange; a little
+        # longer than the banner timeout, so that a silent server is reported
+        # as such (paramiko's start_client gives up silently at its timeout).
+        connect_timeout=timeout + 0.5,
         connect_kwargs={
             "sock": sock,
             "pkey": pkey,
