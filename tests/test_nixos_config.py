@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from fediversity_providers import AccessDenied, Conflict, InvalidInput, NotFound, Unreachable
+from fediversity_providers import AccessDenied, Conflict, InvalidInput, NotFound, ProviderError, Unreachable
 from fediversity_providers.core.testing.nixos import PAUSE_HOOK
 from fediversity_providers.testing import InProcessDriver, SubprocessDriver, conformance, require_executable
 
@@ -366,3 +366,10 @@ def test_existing_vm_output_feeds_straight_in(fake_nixos_hosts, driver, t1):
     vm = driver.create("existing_vm", {"ssh": host.ssh_input(connectTimeout=3)})
     out = driver.create(TYPE, {"ssh": vm["ssh"], "toplevel": t1.path})
     assert out["toplevel"] == t1.path == host.current_system()
+
+
+def test_missing_tools_are_named(driver, t1, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    ssh = {"host": "127.0.0.1", "hostPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ5vY2xx"}
+    with pytest.raises(ProviderError, match="'nix' is not on the provider's PATH"):
+        driver.create(TYPE, {"ssh": ssh, "toplevel": t1.path})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import time
 import uuid
@@ -62,6 +63,10 @@ def _local(argv: list[str], timeout: float | None = None) -> subprocess.Complete
 
 def check_local_path(path: str, build_on_target: bool) -> list[str]:
     """The closure of ``path`` in the local store; InvalidInput when it is not there."""
+    for tool, package in (("nix", "Nix"), ("nix-store", "Nix"), ("ssh", "the OpenSSH client")):
+        if shutil.which(tool) is None:
+            raise ProviderError(f"{tool!r} is not on the provider's PATH",
+                                hint=f"install {package} where the provider runs (it deploys with nix copy over ssh)")
     if path.endswith(".drv") and not build_on_target:
         raise InvalidInput(
             f"{path} is a derivation, not a built system",
