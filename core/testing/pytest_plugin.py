@@ -29,3 +29,4 @@ def provider_subprocess():
 
 from .hosts import *  # noqa
 from .proxmox import *  # noqa
+from .nixeval import *  # noqa
