@@ -27,6 +27,8 @@ def provider_subprocess():
         assert driver.close() == 0, "the provider did not exit with status 0 on EOF"
 
 
-from .hosts import *  # noqa
-from .proxmox import *  # noqa
-from .nixeval import *  # noqa
+# The test environments; each module's fixtures become the plugin's.
+from .hosts import *  # noqa: E402,F401,F403
+from .nixeval import *  # noqa: E402,F401,F403
+from .nixos import *  # noqa: E402,F401,F403
+from .proxmox import *  # noqa: E402,F401,F403
