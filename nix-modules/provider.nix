@@ -8,6 +8,8 @@
 # gives the module for `providers.<name>` of a NixOps4 deployment.
 #
 # Resource types:
+#   existing_vm: fediversity-providers (plugin existing_vm)
+#   nixos_config: fediversity-providers (plugin nixos_config)
 #   proxmox_vm: fediversity-providers (plugin proxmox_vm)
 {
   package ? null,
@@ -25,6 +27,279 @@ in
   inherit executable;
   args = [ "serve" ];
   resourceTypes = {
+    existing_vm = {
+      description = "A machine that already exists, reached over SSH with strict host-key checking; outputs its verified connection and facts (hostname, Nix system, kernel, OS, NixOS, Nix version, CPUs, memory). Delete forgets the machine and never touches it.";
+      requireState = false;
+      inputs = {
+        options = {
+          expect = mkOption {
+            description = "Facts the machine must have; create, update and read fail when one does not hold. A null fact is not checked.";
+            type = types.submodule {
+              options = {
+                hostname = mkOption {
+                  description = "The machine's host name (uname -n).";
+                  type = types.nullOr types.str;
+                  default = null;
+                };
+                nixos = mkOption {
+                  description = "Whether the machine must (true) or must not (false) run NixOS.";
+                  type = types.nullOr types.bool;
+                  default = null;
+                };
+                system = mkOption {
+                  description = "The Nix system double, e.g. \"x86_64-linux\".";
+                  type = types.nullOr types.str;
+                  default = null;
+                };
+              };
+            };
+            default = { };
+          };
+          retryTimeout = mkOption {
+            description = "Seconds during which transient failures (connection refused, timed out, no SSH banner, connection reset) are retried with exponential backoff, e.g. while the machine boots. 0 tries once. Authentication and host-key failures are never retried.";
+            type = types.int;
+            default = 0;
+          };
+          ssh = mkOption {
+            description = "How to reach the machine over SSH.";
+            type = types.submodule {
+              options = {
+                connectTimeout = mkOption {
+                  description = "Seconds to wait for the machine to accept the connection, present its SSH banner and finish logging in; the fact-gathering command (one short script) must finish within as long too.";
+                  type = types.int;
+                  default = 10;
+                };
+                host = mkOption {
+                  description = "Host name or IP address of the machine.";
+                  type = types.str;
+                };
+                hostPublicKey = mkOption {
+                  description = "The machine's SSH host public key, as in its /etc/ssh/ssh_host_*_key.pub (\"ssh-ed25519 AAAA...\", a trailing comment is ignored). The only key accepted: a machine presenting another one is refused, and neither known_hosts nor trust-on-first-use is consulted.";
+                  type = types.str;
+                };
+                port = mkOption {
+                  description = "SSH port.";
+                  type = types.int;
+                  default = 22;
+                };
+                privateKeyFile = mkOption {
+                  description = "Path of the private key to log in with (a path, never the key itself; it must not be passphrase-protected). null tries ~/.ssh/id_ed25519, id_ecdsa and id_rsa. The SSH agent, passwords and keyboard-interactive logins are never used.";
+                  type = types.nullOr types.str;
+                  default = null;
+                };
+                user = mkOption {
+                  description = "User to log in as.";
+                  type = types.str;
+                  default = "root";
+                };
+              };
+            };
+          };
+        };
+      };
+      outputs = {
+        options = {
+          cpus = mkOption {
+            description = "Online CPUs (nproc).";
+            type = types.int;
+          };
+          hostname = mkOption {
+            description = "The machine's host name (uname -n).";
+            type = types.str;
+          };
+          kernel = mkOption {
+            description = "The kernel release (uname -r).";
+            type = types.str;
+          };
+          memoryBytes = mkOption {
+            description = "Total memory (MemTotal of /proc/meminfo), in bytes.";
+            type = types.int;
+          };
+          nixVersion = mkOption {
+            description = "Version of the machine's nix command, e.g. \"2.18.1\"; null without Nix.";
+            type = types.nullOr types.str;
+          };
+          nixos = mkOption {
+            description = "Whether the machine runs NixOS (/etc/NIXOS exists or os-release ID is nixos).";
+            type = types.bool;
+          };
+          os = mkOption {
+            description = "ID and VERSION_ID from /etc/os-release.";
+            type = types.submodule {
+              options = {
+                id = mkOption {
+                  description = "os-release ID, e.g. \"nixos\" or \"debian\"; null without os-release.";
+                  type = types.nullOr types.str;
+                };
+                versionId = mkOption {
+                  description = "os-release VERSION_ID, e.g. \"24.05\"; null when absent.";
+                  type = types.nullOr types.str;
+                };
+              };
+            };
+          };
+          ssh = mkOption {
+            description = "The verified connection, with defaults filled in: pass it on as nixos_config's ssh input.";
+            type = types.submodule {
+              options = {
+                connectTimeout = mkOption {
+                  description = "Seconds to wait for the machine to accept the connection, present its SSH banner and finish logging in; the fact-gathering command (one short script) must finish within as long too.";
+                  type = types.int;
+                };
+                host = mkOption {
+                  description = "Host name or IP address of the machine.";
+                  type = types.str;
+                };
+                hostPublicKey = mkOption {
+                  description = "The machine's SSH host public key, as in its /etc/ssh/ssh_host_*_key.pub (\"ssh-ed25519 AAAA...\", a trailing comment is ignored). The only key accepted: a machine presenting another one is refused, and neither known_hosts nor trust-on-first-use is consulted.";
+                  type = types.str;
+                };
+                port = mkOption {
+                  description = "SSH port.";
+                  type = types.int;
+                };
+                privateKeyFile = mkOption {
+                  description = "Path of the private key to log in with (a path, never the key itself; it must not be passphrase-protected). null tries ~/.ssh/id_ed25519, id_ecdsa and id_rsa. The SSH agent, passwords and keyboard-interactive logins are never used.";
+                  type = types.nullOr types.str;
+                };
+                user = mkOption {
+                  description = "User to log in as.";
+                  type = types.str;
+                };
+              };
+            };
+          };
+          system = mkOption {
+            description = "The Nix system double from uname, e.g. \"x86_64-linux\".";
+            type = types.str;
+          };
+        };
+      };
+    };
+    nixos_config = {
+      description = "A built NixOS system deployed onto a machine over SSH: nix copy, then activation, with rollback on failure and optional magic rollback.";
+      requireState = false;
+      inputs = {
+        options = {
+          action = mkOption {
+            description = "switch: activate now and at boot; boot: at next boot only; test: now but not at boot; dry-activate: show what would change, change nothing.";
+            type = types.enum [ "switch" "boot" "test" "dry-activate" ];
+            default = "switch";
+          };
+          buildOnTarget = mkOption {
+            description = "Copy the derivation and build the system on the machine (toplevel may then be a .drv).";
+            type = types.bool;
+            default = false;
+          };
+          onDelete = mkOption {
+            description = "keep: deleting leaves the machine on its current configuration; rollback: switch back to the generation that was active before the first deploy, if it still exists.";
+            type = types.enum [ "keep" "rollback" ];
+            default = "keep";
+          };
+          profile = mkOption {
+            description = "The Nix profile that holds the system generations. Changing it replaces the resource (it cannot change in place).";
+            type = types.str;
+            default = "/nix/var/nix/profiles/system";
+          };
+          rollback = mkOption {
+            description = "What to do when the new system does not work.";
+            type = types.submodule {
+              options = {
+                magic = mkOption {
+                  description = "Magic rollback: after switching, the provider must reach the machine again over a fresh connection within confirmTimeout, or the machine reverts to the previous generation by itself.";
+                  type = types.submodule {
+                    options = {
+                      confirmTimeout = mkOption {
+                        description = "Seconds after the switch within which the provider must confirm.";
+                        type = types.int;
+                        default = 30;
+                      };
+                      enable = mkOption {
+                        description = "Arm a watchdog on the machine before switching (switch and test only).";
+                        type = types.bool;
+                        default = false;
+                      };
+                    };
+                  };
+                  default = { };
+                };
+                onFailure = mkOption {
+                  description = "When activation fails, switch the profile back and re-activate the previous system.";
+                  type = types.bool;
+                  default = true;
+                };
+              };
+            };
+            default = { };
+          };
+          ssh = mkOption {
+            description = "How to reach the machine over SSH (pass existing_vm's ssh output straight on).";
+            type = types.submodule {
+              options = {
+                connectTimeout = mkOption {
+                  description = "Seconds to wait for the machine to accept the connection, present its SSH banner and finish logging in; a fact-gathering command silent for as long is considered lost.";
+                  type = types.int;
+                  default = 10;
+                };
+                host = mkOption {
+                  description = "Host name or IP address of the machine.";
+                  type = types.str;
+                };
+                hostPublicKey = mkOption {
+                  description = "The machine's SSH host public key, as in its /etc/ssh/ssh_host_*_key.pub (\"ssh-ed25519 AAAA...\", a trailing comment is ignored). The only key accepted: a machine presenting another one is refused, and neither known_hosts nor trust-on-first-use is consulted.";
+                  type = types.str;
+                };
+                port = mkOption {
+                  description = "SSH port.";
+                  type = types.int;
+                  default = 22;
+                };
+                privateKeyFile = mkOption {
+                  description = "Path of the private key to log in with (a path, never the key itself; it must not be passphrase-protected). null tries ~/.ssh/id_ed25519, id_ecdsa and id_rsa. The SSH agent, passwords and keyboard-interactive logins are never used.";
+                  type = types.nullOr types.str;
+                  default = null;
+                };
+                user = mkOption {
+                  description = "User to log in as.";
+                  type = types.str;
+                  default = "root";
+                };
+              };
+            };
+          };
+          substituteOnDestination = mkOption {
+            description = "Let the machine download paths from its own substituters instead of receiving them over SSH.";
+            type = types.bool;
+            default = true;
+          };
+          sudo = mkOption {
+            description = "Run activation with sudo; null means: when ssh.user is not root.";
+            type = types.nullOr types.bool;
+            default = null;
+          };
+          toplevel = mkOption {
+            description = "Store path of the built system (config.system.build.toplevel); with buildOnTarget it may be its .drv.";
+            type = types.str;
+          };
+        };
+      };
+      outputs = {
+        options = {
+          generation = mkOption {
+            description = "The profile's current generation number (null when the profile does not exist).";
+            type = types.nullOr types.int;
+          };
+          previousToplevel = mkOption {
+            description = "The system that was active before this one was deployed; null when there was none.";
+            type = types.nullOr types.str;
+          };
+          toplevel = mkOption {
+            description = "The system active on the machine now (/run/current-system); with action boot this is still the running one.";
+            type = types.nullOr types.str;
+          };
+        };
+      };
+    };
     proxmox_vm = {
       description = "A virtual machine on Proxmox VE, cloned from a template and configured with cloud-init. Without `api` it lives in a local simulation of a Proxmox VE cluster (the stub); with `api` on a real cluster.";
       requireState = true;
