@@ -38,7 +38,8 @@ def test_external_plugin_is_found_through_its_entry_point_and_served(tmp_path):
     require_greeting_plugin()
     plugins = json.loads(cli("plugins", "--json").stdout)
     greeting = next(p for p in plugins if "greeting" in p["types"])
-    assert greeting == {"plugin": "greeting", "distribution": "greeting-plugin", "builtin": False, "types": ["greeting"]}
+    assert greeting == {"plugin": "greeting", "distribution": "greeting-plugin", "builtin": False,
+                        "types": ["greeting", "greeting_journal"]}
     steps = conformance.check(InProcessDriver(), "greeting", {"directory": str(tmp_path), "name": "A"},
                               {"directory": str(tmp_path), "name": "B", "greeting": "Hi"})
     assert steps[-1] == "read after delete says not found"
