@@ -1,0 +1,474 @@
+"""garage_bucket's work: converge a Garage bucket, its keys and settings.
+
+Imported by the resource type's methods on first use (it pulls in the admin
+client; minio comes later still, only when S3 is needed).
+
+Idempotence and orphans:
+
+- Keys this resource creates are named ``<globalAlias>-<name>`` and looked up
+  by that name before one is created, so a retried create reuses what an
+  interrupted one made.
+- The bucket is looked up by its alias before it is created, and again when a
+  create's answer is lost.
+- When a create fails after the bucket or keys were made, what this attempt
+  made is removed again before the error is reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from fediversity_providers.core.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    ProviderError,
+)
+
+from . import admin as adminmod
+from .admin import PERMS, AdminClient, AdminError, Lost
+
+FORCE_DESTROY_KEY = "force-destroy"
+
+
+# -- inputs ------------------------------------------------------------------------------
+def check_alias(alias: str) -> None:
+    """S3 bucket naming rules beyond the schema's pattern (no request is sent before)."""
+    problems = []
+    if ".." in alias or ".-" in alias or "-." in alias:
+        problems.append("has '..', '.-' or '-.'")
+    with contextlib.suppress(ValueError):
+        ipaddress.IPv4Address(alias)
+        problems.append("looks like an IP address")
+    if alias.startswith(("xn--", "sthree-")) or alias.endswith(("-s3alias", "--ol-s3")):
+        problems.append("uses a reserved prefix or suffix")
+    if problems:
+        raise InvalidInput(f"{alias!r} is not a valid S3 bucket name: " + ", ".join(problems),
+                           field="globalAlias",
+                           hint="use 3-63 lowercase letters, digits, '-' and '.', like a DNS label")
+
+
+def check_inputs(inputs: dict) -> None:
+    check_alias(inputs["globalAlias"])
+    names: set[str] = set()
+    ids: set[str] = set()
+    for i, key in enumerate(inputs["keys"]):
+        if key["name"] in names:
+            raise InvalidInput(f"key name {key['name']!r} appears twice", field=f"keys[{i}].name",
+                               hint="give each entry its own name")
+        names.add(key["name"])
+        if key.get("accessKeyId"):
+            if key["accessKeyId"] in ids:
+                raise InvalidInput("the same accessKeyId is given twice", field=f"keys[{i}].accessKeyId",
+                                   hint="list each existing key once")
+            ids.add(key["accessKeyId"])
+    if (inputs["cors"] or inputs["lifecycle"]) and not any(k["owner"] for k in inputs["keys"]):
+        raise InvalidInput("CORS and lifecycle rules are set over S3 and need a key with owner = true",
+                           field="keys", hint="add owner = true to one entry of keys")
+    for i, rule in enumerate(inputs["lifecycle"]):
+        if rule.get("expirationDays") is None and rule.get("abortIncompleteMultipartUploadDays") is None:
+            raise InvalidInput("a lifecycle rule needs expirationDays or abortIncompleteMultipartUploadDays",
+                               field=f"lifecycle[{i}]", hint="Garage supports only these two actions")
+
+
+def read_token(inputs: dict, ctx) -> str:
+    path = Path(inputs["adminTokenFile"])
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the admin token file: {exc.strerror}", field="adminTokenFile",
+                           hint="point adminTokenFile at a readable file holding Garage's admin_token") from None
+    if not token:
+        raise InvalidInput("the admin token file is empty", field="adminTokenFile",
+                           hint="write Garage's admin_token into it")
+    ctx.add_secret(token)
+    return token
+
+
+def connect(inputs: dict, ctx) -> AdminClient:
+    token = read_token(inputs, ctx)
+    return adminmod.connect(inputs["adminEndpoint"], token, inputs.get("adminApiVersion", "auto"),
+                            timeout=inputs.get("requestTimeout", 10), retry_timeout=inputs.get("retryTimeout", 60))
+
+
+@contextlib.contextmanager
+def admin_errors() -> Iterator[None]:
+    """Turn Garage's final answers into the core's error kinds."""
+    try:
+        yield
+    except AdminError as exc:
+        raise adminmod._classify(exc) from None
+
+
+def key_name(alias: str, name: str) -> str:
+    return f"{alias}-{name}"
+
+
+def _until(deadline: float, attempt, check):
+    """``attempt()``; when its answer is lost, ``check()`` whether it happened before trying again."""
+    while True:
+        try:
+            return attempt()
+        except Lost:
+            found = check()
+            if found is not None:
+                return found
+            if time.monotonic() > deadline:
+                raise
+
+
+# -- outputs -----------------------------------------------------------------------------
+def website_view(bucket: dict) -> dict:
+    config = bucket.get("websiteConfig") or {}
+    if not bucket["websiteAccess"]:
+        return {"enable": False, "indexDocument": None, "errorDocument": None}
+    return {"enable": True, "indexDocument": config.get("indexDocument"),
+            "errorDocument": config.get("errorDocument")}
+
+
+def website_endpoint(alias: str, website: dict, inputs_website: dict) -> str | None:
+    domain = inputs_website.get("rootDomain")
+    if not website["enable"] or not domain:
+        return None
+    return f"http://{alias}.{domain.lstrip('.')}"
+
+
+def outputs(inputs: dict, bucket: dict, alias: str, keys: dict, cors: list, lifecycle: list) -> dict:
+    perms = {k["accessKeyId"]: k["permissions"] for k in bucket["keys"]}
+    key_out = {}
+    for name, key in keys.items():
+        p = perms.get(key["accessKeyId"], {})
+        key_out[name] = {"accessKeyId": key["accessKeyId"], "secretAccessKey": key.get("secretAccessKey"),
+                         **{f: bool(p.get(f)) for f in PERMS}, "created": bool(key.get("created"))}
+    website = website_view(bucket)
+    return {
+        "bucketId": bucket["id"],
+        "globalAlias": alias,
+        "s3Endpoint": inputs["s3Endpoint"],
+        "region": inputs["region"],
+        "keys": key_out,
+        "quotas": dict(bucket["quotas"]),
+        "website": website,
+        "websiteEndpoint": website_endpoint(alias, website, inputs.get("website") or {}),
+        "cors": cors,
+        "lifecycle": lifecycle,
+    }
+
+
+# -- keys ----------------------------------------------------------------------------------
+class Keys:
+    """Resolves key entries to Garage keys, creating the missing ones (and remembering which)."""
+
+    def __init__(self, client: AdminClient, ctx, deadline: float) -> None:
+        self.c, self.ctx, self.deadline = client, ctx, deadline
+        self._listing: list[dict] | None = None
+        self.made: list[str] = []  # created by this run, removed again when it fails
+
+    def _by_name(self, name: str, fresh: bool = False) -> str | None:
+        if self._listing is None or fresh:
+            self._listing = self.c.list_keys()
+        for key in self._listing:
+            if key["name"] == name:
+                return key["id"]
+        return None
+
+    def _secret(self, key_id: str, field: str) -> dict:
+        info = self.c.get_key(key_id, secret=True)
+        if info is None:
+            raise NotFound(f"access key {key_id} does not exist", field=field,
+                           hint="create it in Garage, or drop accessKeyId to let this resource create one")
+        self.ctx.add_secret(info.get("secretAccessKey"))
+        return info
+
+    def resolve(self, alias: str, entry: dict, field: str) -> dict:
+        """``{"accessKeyId", "secretAccessKey", "created"}`` for one entry of ``keys``."""
+        if entry.get("accessKeyId"):
+            info = self._secret(entry["accessKeyId"], f"{field}.accessKeyId")
+            return {"accessKeyId": info["accessKeyId"], "secretAccessKey": info["secretAccessKey"],
+                    "created": False}
+        name = key_name(alias, entry["name"])
+        existing = self._by_name(name)
+        if existing is not None:  # left by an interrupted run, or adopted: ours by its name
+            info = self._secret(existing, field)
+        else:
+            def look():
+                found = self._by_name(name, fresh=True)
+                return None if found is None else self._secret(found, field)
+
+            info = _until(self.deadline, lambda: self.c.create_key(name), look)
+            self.ctx.add_secret(info.get("secretAccessKey"))
+            self.made.append(info["accessKeyId"])
+        return {"accessKeyId": info["accessKeyId"], "secretAccessKey": info["secretAccessKey"], "created": True}
+
+    def delete(self, key_id: str) -> None:
+        def look():
+            return True if self.c.get_key(key_id) is None else None
+
+        try:
+            _until(self.deadline, lambda: self.c.delete_key(key_id), look)
+        except AdminError as exc:
+            if exc.status != 404:
+                raise
+
+
+# -- converging ----------------------------------------------------------------------------
+def converge_bucket(c: AdminClient, bucket: dict, inputs: dict, keys: dict, old_alias: str | None) -> dict:
+    """Aliases, permissions, quotas and website of ``bucket`` as ``inputs`` say; the new bucket view."""
+    alias = inputs["globalAlias"]
+    if alias not in bucket["globalAliases"]:
+        try:
+            bucket = c.add_alias(bucket["id"], alias)
+        except AdminError as exc:
+            if exc.status in (400, 409):
+                raise Conflict(f"the global alias {alias!r} is taken by another bucket", field="globalAlias",
+                               hint="choose another globalAlias, or remove that alias first") from None
+            raise
+    if old_alias and old_alias != alias and old_alias in bucket["globalAliases"]:
+        try:
+            bucket = c.remove_alias(bucket["id"], old_alias)
+        except Lost:
+            bucket = c.get_bucket(id=bucket["id"]) or bucket
+    view = {k["accessKeyId"]: k for k in bucket["keys"]}
+    wanted = {e["name"]: e for e in inputs["keys"]}
+    changed = False
+    for name, key in keys.items():
+        have = view.get(key["accessKeyId"], {}).get("permissions", {})
+        want = wanted[name]
+        allow = {p: True for p in PERMS if want[p] and not have.get(p)}
+        deny = {p: True for p in PERMS if not want[p] and have.get(p)}
+        if allow or deny:
+            c.set_permissions(bucket["id"], key["accessKeyId"], allow=allow, deny=deny)
+            view[key["accessKeyId"]] = {"accessKeyId": key["accessKeyId"], "name": "",
+                                        "permissions": {p: bool(want[p]) for p in PERMS}}
+            changed = True
+    if changed:  # the permissions as now set, without asking again
+        bucket = dict(bucket, keys=list(view.values()))
+    quotas = {"maxSize": inputs["quotas"].get("maxSize"), "maxObjects": inputs["quotas"].get("maxObjects")}
+    site = inputs["website"]
+    want_site = {"enable": site["enable"], "indexDocument": site["indexDocument"] if site["enable"] else None,
+                 "errorDocument": site.get("errorDocument") if site["enable"] else None}
+    update: dict[str, Any] = {}
+    if bucket["quotas"] != quotas:
+        update["quotas"] = quotas
+    if website_view(bucket) != want_site:
+        update["website"] = {"enabled": site["enable"], "indexDocument": site["indexDocument"],
+                             "errorDocument": site.get("errorDocument")}
+    if update:
+        bucket = c.update_bucket(bucket["id"], **update)
+    return bucket
+
+
+def s3_for(inputs: dict, keys: dict, *, need: tuple[str, ...] = ("owner",)):
+    from .s3 import S3
+
+    wanted = {e["name"]: e for e in inputs["keys"]}
+    for name, key in keys.items():
+        entry = wanted.get(name, key)
+        if all(entry.get(p) for p in need) and key.get("secretAccessKey"):
+            return S3(inputs["s3Endpoint"], inputs["region"], key["accessKeyId"], key["secretAccessKey"])
+    return None
+
+
+def converge_s3(inputs: dict, keys: dict, alias: str, old_cors: list, old_lifecycle: list) -> tuple[list, list]:
+    from .s3 import normal_cors, normal_lifecycle
+
+    cors, lifecycle = normal_cors(inputs["cors"]), normal_lifecycle(inputs["lifecycle"])
+    if cors == old_cors and lifecycle == old_lifecycle:
+        return cors, lifecycle
+    s3 = s3_for(inputs, keys)
+    if s3 is None:  # only reachable when clearing rules after the owner key went away
+        raise InvalidInput("changing CORS or lifecycle rules needs a key with owner = true", field="keys",
+                           hint="add owner = true to one entry of keys")
+    if cors != old_cors:
+        s3.set_cors(alias, cors)
+    if lifecycle != old_lifecycle:
+        s3.set_lifecycle(alias, lifecycle)
+    return cors, lifecycle
+
+
+# -- operations ----------------------------------------------------------------------------
+def create(inputs: dict, ctx) -> dict:
+    check_inputs(inputs)
+    alias = inputs["globalAlias"]
+    c = connect(inputs, ctx)
+    deadline = time.monotonic() + inputs["retryTimeout"]
+    keys_r = Keys(c, ctx, deadline)
+    made_bucket: str | None = None
+    with admin_errors():
+        existing = c.get_bucket(alias=alias)
+        if existing is not None and not inputs["adoptExisting"]:
+            raise Conflict(f"the global alias {alias!r} already names bucket {existing['id']}",
+                           field="globalAlias",
+                           hint="set adoptExisting = true to take that bucket over, or choose another globalAlias")
+        try:
+            keys = {e["name"]: keys_r.resolve(alias, e, f"keys[{i}]") for i, e in enumerate(inputs["keys"])}
+            bucket = existing
+            if bucket is None:
+                ctx.progress("creating bucket", alias)
+
+                def look():
+                    return c.get_bucket(alias=alias)
+
+                bucket = _until(deadline, lambda: _create_bucket(c, alias), look)
+                made_bucket = bucket["id"]
+            bucket = converge_bucket(c, bucket, inputs, keys, None)
+            old_cors: list = []
+            old_lifecycle: list = []
+            if existing is not None and (inputs["cors"] or inputs["lifecycle"]):
+                s3 = s3_for(inputs, keys)
+                old_cors, old_lifecycle = s3.get_cors(alias), s3.get_lifecycle(alias)
+            cors, lifecycle = converge_s3(inputs, keys, alias, old_cors, old_lifecycle)
+        except BaseException:
+            _roll_back(c, made_bucket, keys_r, ctx)
+            raise
+    return outputs(inputs, bucket, alias, keys, cors, lifecycle)
+
+
+def _create_bucket(c: AdminClient, alias: str) -> dict:
+    try:
+        return c.create_bucket(alias)
+    except AdminError as exc:
+        if exc.status == 409:  # an earlier attempt whose answer was lost made it
+            found = c.get_bucket(alias=alias)
+            if found is not None:
+                return found
+        raise
+
+
+def _roll_back(c: AdminClient, bucket_id: str | None, keys_r: Keys, ctx) -> None:
+    """Remove what a failed create made, so that nothing is left orphaned."""
+    try:
+        if bucket_id is not None:
+            ctx.progress("rolling back", f"bucket {bucket_id}")
+            with contextlib.suppress(Lost):
+                c.delete_bucket(bucket_id)
+        for key_id in keys_r.made:
+            keys_r.delete(key_id)
+    except (ProviderError, AdminError) as exc:
+        ctx.log("could not roll back what the failed create made: %s", exc)
+
+
+def read(resource, ctx) -> dict:
+    inputs, prev = resource.inputs, resource.outputs or {}
+    c = connect(inputs, ctx)
+    with admin_errors():
+        bucket = c.get_bucket(id=prev["bucketId"]) if prev.get("bucketId") else None
+    if bucket is None:
+        raise NotFound(f"bucket {prev.get('bucketId')} ({prev.get('globalAlias')}) is gone",
+                       hint="create the resource again")
+    alias = prev.get("globalAlias")
+    if alias not in bucket["globalAliases"] and bucket["globalAliases"]:
+        alias = bucket["globalAliases"][0]
+    keys = {name: dict(k) for name, k in (prev.get("keys") or {}).items()}
+    for key in keys.values():
+        ctx.add_secret(key.get("secretAccessKey"))
+    cors, lifecycle = prev.get("cors", []), prev.get("lifecycle", [])
+    perms = {k["accessKeyId"]: k["permissions"] for k in bucket["keys"]}
+    owner = {n: dict(k, owner=True) for n, k in keys.items() if perms.get(k["accessKeyId"], {}).get("owner")}
+    if owner:
+        from .s3 import S3
+
+        key = next(iter(owner.values()))
+        s3 = S3(inputs["s3Endpoint"], inputs["region"], key["accessKeyId"], key["secretAccessKey"])
+        cors, lifecycle = s3.get_cors(alias), s3.get_lifecycle(alias)
+    return outputs(inputs, bucket, alias, keys, cors, lifecycle)
+
+
+def update(resource, inputs: dict, ctx) -> dict:
+    check_inputs(inputs)
+    prev = resource.outputs or {}
+    alias, old_alias = inputs["globalAlias"], prev.get("globalAlias")
+    c = connect(inputs, ctx)
+    deadline = time.monotonic() + inputs["retryTimeout"]
+    keys_r = Keys(c, ctx, deadline)
+    with admin_errors():
+        bucket = c.get_bucket(id=prev["bucketId"])
+        if bucket is None:
+            raise NotFound(f"bucket {prev['bucketId']} ({old_alias}) is gone",
+                           hint="delete the resource and create it again")
+        old_keys = prev.get("keys") or {}
+        for key in old_keys.values():
+            ctx.add_secret(key.get("secretAccessKey"))
+        keys: dict[str, dict] = {}
+        for i, entry in enumerate(inputs["keys"]):
+            old = old_keys.get(entry["name"])
+            given = entry.get("accessKeyId")
+            if old and (old["accessKeyId"] == given or (not given and old.get("created"))):
+                keys[entry["name"]] = {k: old[k] for k in ("accessKeyId", "secretAccessKey", "created")}
+            else:
+                keys[entry["name"]] = keys_r.resolve(alias, entry, f"keys[{i}]")
+        kept = {k["accessKeyId"] for k in keys.values()}
+        for name, old in old_keys.items():
+            if old["accessKeyId"] in kept:
+                continue
+            if old.get("created"):
+                ctx.progress("deleting key", name)
+                keys_r.delete(old["accessKeyId"])
+            else:
+                have = next((k["permissions"] for k in bucket["keys"] if k["accessKeyId"] == old["accessKeyId"]), {})
+                deny = {p: True for p in PERMS if have.get(p)}
+                if deny:
+                    c.set_permissions(bucket["id"], old["accessKeyId"], allow={}, deny=deny)
+            bucket = dict(bucket, keys=[k for k in bucket["keys"] if k["accessKeyId"] != old["accessKeyId"]])
+        bucket = converge_bucket(c, bucket, inputs, keys, old_alias)
+    cors, lifecycle = converge_s3(inputs, keys, alias, prev.get("cors", []), prev.get("lifecycle", []))
+    return outputs(inputs, bucket, alias, keys, cors, lifecycle)
+
+
+def delete(resource, ctx) -> None:
+    inputs, prev = resource.inputs, resource.outputs or {}
+    c = connect(inputs, ctx)
+    deadline = time.monotonic() + inputs.get("retryTimeout", 60)
+    keys_r = Keys(c, ctx, deadline)
+    keys = prev.get("keys") or {}
+    for key in keys.values():
+        ctx.add_secret(key.get("secretAccessKey"))
+    bucket_id = prev.get("bucketId")
+    with admin_errors():
+        bucket = c.get_bucket(id=bucket_id) if bucket_id else None
+        if bucket is not None:
+            alias = prev.get("globalAlias")
+            if alias not in bucket["globalAliases"] and bucket["globalAliases"]:
+                alias = bucket["globalAliases"][0]
+            if inputs.get("forceDestroy"):
+                _empty(c, bucket, alias, inputs, keys, keys_r, ctx)
+
+            def look():
+                return True if c.get_bucket(id=bucket_id) is None else None
+
+            try:
+                _until(deadline, lambda: c.delete_bucket(bucket_id), look)
+            except AdminError as exc:
+                if exc.status == 404:
+                    pass
+                elif exc.status == 409 or exc.code == "BucketNotEmpty":
+                    raise Conflict(f"bucket {alias!r} ({bucket_id}) is not empty", field="forceDestroy",
+                                   hint="empty it first, or set forceDestroy = true to delete its objects too") from None
+                else:
+                    raise
+        for name, key in keys.items():
+            if key.get("created"):
+                keys_r.delete(key["accessKeyId"])
+
+
+def _empty(c: AdminClient, bucket: dict, alias: str, inputs: dict, keys: dict, keys_r: Keys, ctx) -> None:
+    """Delete every object and unfinished upload over S3, with a key that may."""
+    perms = {k["accessKeyId"]: k["permissions"] for k in bucket["keys"]}
+    usable = {n: dict(k, **perms.get(k["accessKeyId"], {})) for n, k in keys.items()}
+    s3 = s3_for(inputs, usable, need=("read", "write"))
+    temp = None
+    if s3 is None:  # no key of ours may empty it: a temporary one, found again by its name
+        from .s3 import S3
+
+        temp = keys_r.resolve(alias, {"name": FORCE_DESTROY_KEY}, "forceDestroy")
+        c.set_permissions(bucket["id"], temp["accessKeyId"], allow={"read": True, "write": True}, deny={})
+        s3 = S3(inputs["s3Endpoint"], inputs["region"], temp["accessKeyId"], temp["secretAccessKey"])
+    ctx.progress("emptying bucket", alias)
+    gone = s3.empty(alias)
+    ctx.progress("emptied bucket", f"{gone} objects and uploads removed")
+    if temp is not None:
+        keys_r.delete(temp["accessKeyId"])
