@@ -1,0 +1,151 @@
+"""Validate inputs and outputs against a resource type's JSON Schemas.
+
+Errors name each offending field by its JSON path (``inputProperties.keys[1].name``)
+so a person can find it in their Nix expression.  Values of properties marked
+``x-sensitive`` are never quoted.  jsonschema is imported on first use: it is
+the heaviest import a request needs, and ``types`` or ``--help`` never need it.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Iterator
+
+from . import redact
+from .errors import InvalidInput, NeedsReplacement
+
+__all__ = [
+    "validate",
+    "with_defaults",
+    "register_sensitive",
+    "check_replacements",
+    "format_path",
+    "walk",
+]
+
+_validators: dict[int, Any] = {}
+
+
+def _validator(schema: dict[str, Any]):
+    found = _validators.get(id(schema))
+    if found is None or found.schema is not schema:
+        from jsonschema.validators import validator_for
+
+        cls = validator_for(schema)
+        found = _validators[id(schema)] = cls(schema)
+    return found
+
+
+def format_path(root: str, path: Any) -> str:
+    """``root.a.b[1].c`` from a jsonschema path deque."""
+    text = root
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text
+
+
+def _subschema(schema: dict[str, Any], path: Any) -> dict[str, Any]:
+    for part in path:
+        if isinstance(part, int):
+            schema = schema.get("items", {})
+        else:
+            schema = schema.get("properties", {}).get(part, {})
+    return schema
+
+
+def _explain(error: Any, root: str, schema: dict[str, Any]) -> list[str]:
+    where = format_path(root, error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        return [
+            f"{format_path(root, [*error.absolute_path, name])}: unknown field "
+            f"(known here: {', '.join(allowed) or 'none'})"
+            for name in extra
+        ]
+    if error.validator == "required":
+        missing = [name for name in error.validator_value if name not in error.instance]
+        return [f"{format_path(root, [*error.absolute_path, name])}: required field is missing" for name in missing]
+    if _subschema(schema, error.absolute_path).get("x-sensitive"):
+        return [f"{where}: the value (not shown: it is sensitive) does not satisfy {error.validator!r}"]
+    return [f"{where}: {error.message}"]
+
+
+def validate(instance: Any, schema: dict[str, Any], *, root: str, resource: str | None = None) -> None:
+    """Raise :class:`InvalidInput` listing every violation, each with its path."""
+    problems: list[str] = []
+    errors = sorted(_validator(schema).iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
+    for error in errors:
+        problems.extend(_explain(error, root, schema))
+    if problems:
+        raise InvalidInput(
+            "; ".join(problems),
+            resource=resource,
+            hint="fix these fields; nothing was changed",
+        )
+
+
+def walk(value: Any, schema: dict[str, Any], path: tuple = ()) -> Iterator[tuple[tuple, Any, dict[str, Any]]]:
+    """Every (path, value, subschema) inside ``value`` that the schema describes."""
+    yield path, value, schema
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        for key, item in value.items():
+            if key in properties:
+                yield from walk(item, properties[key], (*path, key))
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(value):
+            yield from walk(item, schema["items"], (*path, index))
+
+
+def with_defaults(instance: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``instance`` with every schema ``default`` filled in, nested ones too."""
+    result = copy.deepcopy(instance)
+    _fill(result, schema)
+    return result
+
+
+def _fill(value: Any, schema: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for key, sub in schema.get("properties", {}).items():
+            if key not in value and "default" in sub:
+                value[key] = copy.deepcopy(sub["default"])
+            if key in value:
+                _fill(value[key], sub)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for item in value:
+            _fill(item, schema["items"])
+
+
+def register_sensitive(value: Any, schema: dict[str, Any]) -> None:
+    """Hand every value the schema marks ``x-sensitive`` to the redactor."""
+    for _, item, sub in walk(value, schema):
+        if sub.get("x-sensitive"):
+            for leaf in _leaves(item):
+                redact.add_secret(leaf)
+
+
+def _leaves(value: Any) -> Iterator[Any]:
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _leaves(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _leaves(item)
+    else:
+        yield value
+
+
+def check_replacements(
+    old: dict[str, Any], new: dict[str, Any], schema: dict[str, Any], *, resource: str | None = None
+) -> None:
+    """Refuse an update that changes an ``x-replace-on-change`` input."""
+    old_values = {path: value for path, value, sub in walk(old, schema) if sub.get("x-replace-on-change")}
+    for path, value, sub in walk(new, schema):
+        if sub.get("x-replace-on-change") and path in old_values and old_values[path] != value:
+            raise NeedsReplacement(
+                f"changing this input cannot be done in place (from {old_values[path]!r} to {value!r})",
+                resource=resource,
+                field=format_path("inputProperties", path),
+                hint="delete the resource and create it again with the new value",
+            )

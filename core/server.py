@@ -1,0 +1,111 @@
+"""The stdio loop NixOps4 talks to: one JSON request per line in, one response per line out.
+
+Before any plugin code runs, the real stdout is kept for protocol only and
+fd 1 is pointed at stderr (fd 0 at /dev/null), as NixOps4's own Rust
+framework does: a ``print()``, an ``os.write(1, ...)`` or a child process in a
+plugin then lands in the log instead of corrupting the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from typing import BinaryIO
+
+from . import messages as m
+from . import redact
+from .engine import Engine
+from .errors import ProtocolError
+
+__all__ = ["serve", "configure_logging", "claim_stdio"]
+
+
+class _Stop(Exception):
+    """Raised from a signal handler to end the loop."""
+
+
+def claim_stdio() -> tuple[BinaryIO, BinaryIO]:
+    """Take fds 0 and 1 for the protocol; leave /dev/null and stderr in their place."""
+    protocol_in = os.fdopen(os.dup(0), "rb")
+    protocol_out = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    sys.stdout = sys.stderr  # Python-level prints go to the log too
+    return protocol_in, protocol_out
+
+
+class _Formatter(logging.Formatter):
+    """``proxmox_vm: message``: short names, since NixOps4 shows every line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        name = record.name.removeprefix("fediversity_providers").lstrip(".") or "provider"
+        text = super().format(record)
+        level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+        return f"{name}: {level}{text}"
+
+
+def configure_logging(debug: bool = False) -> None:
+    """Line-buffered log lines on stderr, with secrets masked."""
+    try:
+        sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    except AttributeError:
+        pass
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter("%(message)s"))
+    handler.addFilter(redact.ScrubbingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def _answer(engine: Engine, line: bytes) -> bytes:
+    try:
+        request = m.decode_request(line)
+    except ProtocolError as error:
+        return m.encode(m.ErrorResponse(str(error)))
+    return m.encode(engine.handle(request))
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def serve(
+    engine: Engine | None = None,
+    *,
+    protocol_in: BinaryIO | None = None,
+    protocol_out: BinaryIO | None = None,
+) -> int:
+    """Serve requests until EOF (status 0) or SIGTERM/SIGINT (status 0 between requests).
+
+    Without explicit streams, claims the process's stdio first.
+    """
+    if protocol_in is None or protocol_out is None:
+        protocol_in, protocol_out = claim_stdio()
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    engine = engine or Engine()
+    log = logging.getLogger("fediversity_providers")
+    try:
+        while True:
+            try:
+                line = protocol_in.readline()
+            except _Stop as stop:
+                log.debug("stopping on %s", stop)
+                return 0
+            if not line:
+                return 0
+            try:
+                answer = _answer(engine, line)
+            except _Stop as stop:
+                answer = m.encode(m.ErrorResponse(f"interrupted by {stop} before the request finished"))
+                protocol_out.write(answer)
+                log.warning("interrupted by %s in the middle of a request", stop)
+                return 1
+            protocol_out.write(answer)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

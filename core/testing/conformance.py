@@ -1,0 +1,202 @@
+"""The lifecycle every resource type must get right, as a reusable check.
+
+Point it at a driver, a type and two sets of sample inputs:
+
+    from fediversity_providers.testing import InProcessDriver, conformance
+
+    def test_my_type_conforms(tmp_path):
+        conformance.check(InProcessDriver(), "my_type", {...}, {...})
+        conformance.check_invalid_inputs(InProcessDriver(), "my_type", {...})
+
+``check`` runs create -> read equals the outputs -> update -> read -> the
+same inputs again change nothing -> delete -> delete again succeeds -> read
+after delete says it is gone.  ``check_invalid_inputs`` feeds hypothesis-made
+schema-invalid inputs and demands an ``errorResponse`` saying "invalid input",
+never a crash.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Iterable
+
+from fediversity_providers.core.errors import InvalidInput, NotFound, ProviderError
+from .drivers import Driver
+
+__all__ = ["check", "check_invalid_inputs", "check_classes_match_schema", "ConformanceFailure"]
+
+
+class ConformanceFailure(AssertionError):
+    """A step of the lifecycle did not behave as the protocol requires."""
+
+
+def _without(outputs: dict[str, Any], volatile: Iterable[str]) -> dict[str, Any]:
+    return {k: v for k, v in outputs.items() if k not in set(volatile)}
+
+
+def _same(step: str, expected: dict, observed: dict, volatile: Iterable[str]) -> None:
+    expected, observed = _without(expected, volatile), _without(observed, volatile)
+    if expected != observed:
+        changed = sorted(k for k in set(expected) | set(observed) if expected.get(k) != observed.get(k))
+        details = ", ".join(f"{k}: {expected.get(k)!r} != {observed.get(k)!r}" for k in changed)
+        raise ConformanceFailure(f"{step}: outputs differ in {details}")
+
+
+def check(
+    driver: Driver,
+    type_name: str,
+    inputs: dict[str, Any],
+    updated_inputs: dict[str, Any],
+    *,
+    volatile: Iterable[str] = (),
+    stateful: bool = True,
+) -> list[str]:
+    """Run the lifecycle; return the steps passed.  ``volatile`` outputs are not compared."""
+    volatile = tuple(volatile)
+    steps: list[str] = []
+    outputs = driver.create(type_name, inputs, stateful=stateful)
+    live_inputs, live_outputs = inputs, outputs
+    try:
+        steps.append("create")
+        _same("read after create", outputs, driver.read(type_name, inputs, outputs), volatile)
+        steps.append("read equals outputs")
+
+        updated = driver.update(type_name, inputs, outputs, updated_inputs)
+        live_inputs, live_outputs = updated_inputs, updated
+        steps.append("update")
+        _same("read after update", updated, driver.read(type_name, updated_inputs, updated), volatile)
+        steps.append("read after update")
+
+        again = driver.update(type_name, updated_inputs, updated, updated_inputs)
+        live_outputs = again
+        _same("update with the same inputs", updated, again, volatile)
+        steps.append("re-apply changes nothing")
+
+        driver.delete(type_name, updated_inputs, again)
+        live_outputs = None
+        steps.append("delete")
+        driver.delete(type_name, updated_inputs, again)
+        steps.append("delete again")
+        try:
+            observed = driver.read(type_name, updated_inputs, again)
+        except NotFound:
+            steps.append("read after delete says not found")
+        else:
+            raise ConformanceFailure(f"read after delete should say 'not found', but returned {observed!r}")
+    finally:
+        if live_outputs is not None:  # leave nothing behind when a step failed
+            try:
+                driver.delete(type_name, live_inputs, live_outputs)
+            except ProviderError:
+                pass
+    return steps
+
+
+def _mutations(schema: dict[str, Any], valid: dict[str, Any]):
+    """A hypothesis strategy of inputs that break ``schema`` in one place."""
+    from hypothesis import strategies as st
+
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+        max_leaves=6,
+    )
+    properties = schema.get("properties", {})
+    required = [name for name in schema.get("required", []) if name in valid]
+
+    def with_extra(pair):
+        name, value = pair
+        broken = copy.deepcopy(valid)
+        broken[name] = value
+        return broken
+
+    def without(name):
+        broken = copy.deepcopy(valid)
+        broken.pop(name, None)
+        return broken
+
+    def replaced(pair):
+        name, value = pair
+        broken = copy.deepcopy(valid)
+        broken[name] = value
+        return broken
+
+    unknown_names = st.text(min_size=1, max_size=12).filter(lambda n: n not in properties)
+    strategies = [st.tuples(unknown_names, json_values).map(with_extra)]
+    if required:
+        strategies.append(st.sampled_from(required).map(without))
+    if properties:
+        strategies.append(st.tuples(st.sampled_from(sorted(properties)), json_values).map(replaced))
+    strategies.append(json_values.filter(lambda v: not isinstance(v, dict)))
+    return st.one_of(strategies)
+
+
+def check_invalid_inputs(
+    driver: Driver,
+    type_name: str,
+    valid_inputs: dict[str, Any],
+    *,
+    schema: dict[str, Any] | None = None,
+    max_examples: int = 40,
+) -> int:
+    """Schema-invalid inputs must get "invalid input", never a crash.  Returns examples tried."""
+    from hypothesis import HealthCheck, assume, given, settings
+    from jsonschema.validators import validator_for
+
+    if schema is None:
+        schema = driver.input_schema(type_name)
+    validator = validator_for(schema)(schema)
+    tried = 0
+
+    @settings(max_examples=max_examples, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+    @given(_mutations(schema, valid_inputs))
+    def invalid_inputs_are_refused(inputs):
+        nonlocal tried
+        assume(not validator.is_valid(inputs))
+        message = {"createResourceRequest": {"type": type_name, "inputProperties": inputs, "isStateful": True}}
+        if not isinstance(inputs, dict):
+            response = driver.send(message)
+            assert "errorResponse" in response, response
+            tried += 1
+            return
+        try:
+            outputs = driver.create(type_name, inputs)
+        except InvalidInput:
+            tried += 1
+            return
+        except ProviderError as error:
+            raise ConformanceFailure(f"invalid inputs {inputs!r} gave {error.kind!r}, not 'invalid input': {error}")
+        raise ConformanceFailure(f"invalid inputs {inputs!r} were accepted: {outputs!r}")
+
+    invalid_inputs_are_refused()
+    return tried
+
+
+def check_classes_match_schema(resource_type: Any) -> None:
+    """A type's attrs ``inputs_class``/``outputs_class`` and its schemas name the same fields.
+
+    Same wire names, and a field without a default is exactly a required one.
+    """
+    import attrs
+
+    from fediversity_providers.core.messages import to_camel
+
+    pairs = (("inputs", resource_type.inputs_class, resource_type.input_schema),
+             ("outputs", resource_type.outputs_class, resource_type.output_schema))
+    for side, cls, schema in pairs:
+        if cls is None:
+            continue
+        fields = {f.metadata.get("wire") or to_camel(f.name): f for f in attrs.fields(cls)}
+        properties = set(schema.get("properties", {}))
+        if set(fields) != properties:
+            raise ConformanceFailure(
+                f"{resource_type.name} {side}: class {cls.__name__} has {sorted(set(fields) - properties)} "
+                f"that the schema lacks, and lacks {sorted(properties - set(fields))}"
+            )
+        required = {name for name, f in fields.items() if f.default is attrs.NOTHING}
+        if required != set(schema.get("required", [])):
+            raise ConformanceFailure(
+                f"{resource_type.name} {side}: required fields differ: class {sorted(required)}, "
+                f"schema {sorted(schema.get('required', []))}"
+            )

@@ -1,0 +1,27 @@
+"""The pytest plugin (entry point ``pytest11``): the kit's fixtures, ready to use.
+
+Each test environment module adds its fixtures by being imported here.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from .drivers import InProcessDriver, SubprocessDriver
+
+
+@pytest.fixture
+def provider_driver():
+    """An in-process driver over every installed plugin."""
+    with InProcessDriver() as driver:
+        yield driver
+
+
+@pytest.fixture
+def provider_subprocess():
+    """A real ``fediversity-provider serve`` process; asserts it exits 0 on EOF."""
+    driver = SubprocessDriver()
+    try:
+        yield driver
+    finally:
+        assert driver.close() == 0, "the provider did not exit with status 0 on EOF"
