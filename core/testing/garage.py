@@ -66,24 +66,34 @@ class MotoS3:
         from moto.core import DEFAULT_ACCOUNT_ID
         from moto.s3.models import s3_backends
 
-        return next(iter(s3_backends[DEFAULT_ACCOUNT_ID].values()))
+        return s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+
+    @property
+    def _names(self) -> dict:
+        """moto's registry of bucket names (it finds buckets through it)."""
+        from moto.s3.models import s3_backends
+
+        return s3_backends.bucket_accounts
 
     def create(self, name: str) -> None:
-        self.backend.buckets.pop(name, None)  # a leftover of an earlier test
+        self.delete(name)  # a leftover of an earlier test
         self.backend.create_bucket(name, "us-east-1")
 
     def alias(self, old: str, new: str) -> None:
-        buckets = self.backend.buckets
-        if old in buckets:
-            buckets[new] = buckets[old]
+        """One bucket under two names, as Garage's global aliases are."""
+        if old in self.backend.buckets:
+            self.backend.buckets[new] = self.backend.buckets[old]
+            self._names[new] = self._names[old]
 
     def unalias(self, name: str, remaining: str) -> None:
         bucket = self.backend.buckets.pop(name, None)
+        self._names.pop(name, None)
         if bucket is not None and bucket.name == name:
             bucket.name = remaining
 
     def delete(self, name: str) -> None:
         self.backend.buckets.pop(name, None)
+        self._names.pop(name, None)
 
     def usage(self, name: str) -> tuple[int, int, int]:
         """(objects, bytes, unfinished multipart uploads)."""
@@ -412,6 +422,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             status, body = emu.dispatch(version, op, query, json.loads(raw) if raw else None)
         except ApiError as exc:
             status, body = exc.status, {"code": exc.code, "message": exc.message, "region": "garage", "path": url.path}
+        except Exception as exc:  # an emulator bug: answer like Garage would, and fail the test
+            emu.violations.append(f"emulator crashed on {op}: {exc!r}")
+            status, body = 500, {"code": "InternalError", "message": repr(exc), "region": "garage", "path": url.path}
         if fault and fault.mode == "lost":
             record["status"] = status
             self.close_connection = True

@@ -25,3 +25,4 @@ def provider_subprocess():
         yield driver
     finally:
         assert driver.close() == 0, "the provider did not exit with status 0 on EOF"
+from .garage import *  # noqa
