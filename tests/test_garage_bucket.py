@@ -434,3 +434,15 @@ def test_reference_documents_location(monkeypatch, tmp_path):
     assert garage_openapi.reference_dir() == tmp_path
     with pytest.raises(FileNotFoundError):
         garage_openapi.Spec("v2")
+
+
+def test_cold_start_imports_stay_light():
+    """Loading the type pulls in neither minio/urllib3 nor the HTTP client: requests do."""
+    import subprocess
+    import sys
+
+    code = ("import sys, fediversity_providers.providers.garage_bucket as g; "
+            "heavy = [m for m in ('minio', 'urllib3', 'http.client', 'xml.etree.ElementTree') if m in sys.modules]; "
+            "print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

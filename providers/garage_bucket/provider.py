@@ -273,9 +273,24 @@ def s3_for(inputs: dict, keys: dict, *, need: tuple[str, ...] = ("owner",)):
     return None
 
 
-def converge_s3(inputs: dict, keys: dict, alias: str, old_cors: list, old_lifecycle: list) -> tuple[list, list]:
-    from .s3 import normal_cors, normal_lifecycle
+def normal_cors(rules: list[dict]) -> list[dict]:
+    """Input rules in the shape :func:`parse_cors` gives."""
+    keys = ("id", "allowedOrigins", "allowedMethods", "allowedHeaders", "exposeHeaders", "maxAgeSeconds")
+    defaults = {"id": None, "allowedHeaders": [], "exposeHeaders": [], "maxAgeSeconds": None}
+    return [{k: rule.get(k, defaults.get(k)) for k in keys} for rule in rules]
 
+
+def normal_lifecycle(rules: list[dict]) -> list[dict]:
+    return [{
+        "id": rule["id"],
+        "enabled": rule.get("enabled", True),
+        "prefix": rule.get("prefix") or "",
+        "expirationDays": rule.get("expirationDays"),
+        "abortIncompleteMultipartUploadDays": rule.get("abortIncompleteMultipartUploadDays"),
+    } for rule in rules]
+
+
+def converge_s3(inputs: dict, keys: dict, alias: str, old_cors: list, old_lifecycle: list) -> tuple[list, list]:
     cors, lifecycle = normal_cors(inputs["cors"]), normal_lifecycle(inputs["lifecycle"])
     if cors == old_cors and lifecycle == old_lifecycle:
         return cors, lifecycle

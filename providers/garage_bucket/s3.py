@@ -20,6 +20,8 @@ from fediversity_providers.core.errors import ProviderError, Transient, Unreacha
 
 __all__ = ["S3", "cors_xml", "parse_cors", "lifecycle_xml", "parse_lifecycle"]
 
+# The provider imports this module only when it sends an S3 request.
+
 NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 _EMPTY = {"NoSuchCORSConfiguration", "NoSuchLifecycleConfiguration"}
 
@@ -80,13 +82,6 @@ def parse_cors(data: bytes) -> list[dict]:
     return rules
 
 
-def normal_cors(rules: list[dict]) -> list[dict]:
-    """Input rules in the shape :func:`parse_cors` gives."""
-    keys = ("id", "allowedOrigins", "allowedMethods", "allowedHeaders", "exposeHeaders", "maxAgeSeconds")
-    defaults = {"id": None, "allowedHeaders": [], "exposeHeaders": [], "maxAgeSeconds": None}
-    return [{k: rule.get(k, defaults.get(k)) for k in keys} for rule in rules]
-
-
 def lifecycle_xml(rules: list[dict]) -> bytes:
     root = ET.Element("LifecycleConfiguration", xmlns=NS)
     for rule in rules:
@@ -125,16 +120,6 @@ def parse_lifecycle(data: bytes) -> list[dict]:
             "abortIncompleteMultipartUploadDays": int(abort) if abort else None,
         })
     return rules
-
-
-def normal_lifecycle(rules: list[dict]) -> list[dict]:
-    return [{
-        "id": rule["id"],
-        "enabled": rule.get("enabled", True),
-        "prefix": rule.get("prefix") or "",
-        "expirationDays": rule.get("expirationDays"),
-        "abortIncompleteMultipartUploadDays": rule.get("abortIncompleteMultipartUploadDays"),
-    } for rule in rules]
 
 
 class S3:
