@@ -58,7 +58,7 @@ def main() -> None:
             outputs = answer["createResourceResponse"]["outputProperties"]
             cold.append(seconds)
 
-        read = {"readResourceRequest": {"resource": {"type": "proxmox_vm", "inputProperties": vm_inputs(state_dir, "vm0"),
+        read = {"readResourceRequest": {"resource": {"type": "proxmox_vm", "inputProperties": vm_inputs(state_dir, f"vm{args.runs - 1}"),
                                                      "outputProperties": outputs}}}
         line = (json.dumps(read) + "\n").encode()
         process = subprocess.Popen(SERVE, stdin=subprocess.PIPE, stdout=subprocess.PIPE)

@@ -39,19 +39,39 @@ class EntryPoint:
         return obj
 
 
+_METADATA_SUFFIXES = (".dist-info", ".egg-info", ".egg-link")
+
+
 def _fingerprint() -> list:
+    """The distributions' metadata on the import path, and when each last changed.
+
+    Only metadata entries count, not the directories' own times: a script's
+    directory (``sys.path[0]``) or a busy ``/tmp`` changes all the time.
+    """
     stamps = []
     for entry in sys.path:
+        found = []
         try:
-            stamps.append([entry, os.stat(entry or ".").st_mtime_ns])
-        except OSError:
-            stamps.append([entry, None])
+            with os.scandir(entry or ".") as it:
+                for item in it:
+                    if item.name.endswith(_METADATA_SUFFIXES):
+                        found.append([item.name, item.stat().st_mtime_ns])
+        except OSError:  # a zip file or a missing directory: its own time will do
+            try:
+                found.append(["", os.stat(entry).st_mtime_ns])
+            except OSError:
+                pass
+        stamps.append([entry, sorted(found)])
     return stamps
 
 
 def _cache_path(group: str) -> str:
+    """One cache file per group and import path, so environments do not evict each other."""
+    import hashlib
+
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "fediversity-providers", f"entry-points-{group}.json")
+    key = hashlib.sha256("\0".join(sys.path).encode()).hexdigest()[:16]
+    return os.path.join(base, "fediversity-providers", f"entry-points-{group}-{key}.json")
 
 
 def _scan(group: str) -> list[EntryPoint]:

@@ -8,7 +8,6 @@ the heaviest import a request needs, and ``types`` or ``--help`` never need it.
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Iterator
 
 from . import redact
@@ -73,8 +72,11 @@ def _explain(error: Any, root: str, schema: dict[str, Any]) -> list[str]:
 
 def validate(instance: Any, schema: dict[str, Any], *, root: str, resource: str | None = None) -> None:
     """Raise :class:`InvalidInput` listing every violation, each with its path."""
+    validator = _validator(schema)
+    if validator.is_valid(instance):
+        return
     problems: list[str] = []
-    errors = sorted(_validator(schema).iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
     for error in errors:
         problems.extend(_explain(error, root, schema))
     if problems:
@@ -100,16 +102,25 @@ def walk(value: Any, schema: dict[str, Any], path: tuple = ()) -> Iterator[tuple
 
 def with_defaults(instance: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``instance`` with every schema ``default`` filled in, nested ones too."""
-    result = copy.deepcopy(instance)
+    result = _copy(instance)
     _fill(result, schema)
     return result
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of JSON data; several times faster than copy.deepcopy on it."""
+    if isinstance(value, dict):
+        return {key: _copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy(item) for item in value]
+    return value
 
 
 def _fill(value: Any, schema: dict[str, Any]) -> None:
     if isinstance(value, dict):
         for key, sub in schema.get("properties", {}).items():
             if key not in value and "default" in sub:
-                value[key] = copy.deepcopy(sub["default"])
+                value[key] = _copy(sub["default"])
             if key in value:
                 _fill(value[key], sub)
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -75,16 +76,20 @@ def test_an_environment_variable_limits_external_plugins():
 def test_entry_point_cache_is_used_while_valid_and_refreshed_when_sys_path_changes(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("FEDIVERSITY_PROVIDERS_NO_CACHE", raising=False)
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.setattr(sys, "path", [*sys.path, str(site)])
     first = entrypoints.discover("fediversity_providers")
-    cache = tmp_path / "fediversity-providers" / "entry-points-fediversity_providers.json"
+    cache = Path(entrypoints._cache_path("fediversity_providers"))
+    assert cache.is_relative_to(tmp_path)
     document = json.loads(cache.read_text())
     # A cache entry the scan would never produce proves the cache is what answered.
     document["entryPoints"].append(["planted", "nowhere:x", "planted-dist"])
     cache.write_text(json.dumps(document))
     assert any(ep.name == "planted" for ep in entrypoints.discover("fediversity_providers"))
-    extra = tmp_path / "new-site"
-    extra.mkdir()
-    monkeypatch.setattr(sys, "path", [*sys.path, str(extra)])
+    (site / "unrelated-file").write_text("")  # not metadata: the cache stays valid
+    assert any(ep.name == "planted" for ep in entrypoints.discover("fediversity_providers"))
+    (site / "new_dist-1.0.dist-info").mkdir()  # an install adds metadata
     refreshed = entrypoints.discover("fediversity_providers")
     assert not any(ep.name == "planted" for ep in refreshed)
     assert {ep.name for ep in refreshed} == {ep.name for ep in first}

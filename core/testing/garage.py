@@ -50,13 +50,13 @@ class ApiError(Exception):
 class MotoS3:
     """A moto S3 server on 127.0.0.1 (port chosen by the OS), and direct access to its buckets."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         import logging
 
         from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self.server.start()
         host, port = self.server.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"
@@ -122,7 +122,7 @@ class GarageEmulator:
     """Garage's admin API, emulated; ``endpoint`` is its URL, ``token`` its admin token."""
 
     def __init__(self, garage_version: int = 2, *, token: str | None = None, s3: MotoS3 | None = None,
-                 spec_dir=None) -> None:
+                 spec_dir=None, port: int = 0) -> None:
         self.garage_version = garage_version
         self.token = token or secrets.token_hex(16)
         self.s3 = s3
@@ -138,7 +138,7 @@ class GarageEmulator:
         class Handler(_Handler):
             emu = emulator
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
@@ -555,3 +555,36 @@ def garage(request, garage_s3, tmp_path):
     finally:
         emu.close()
     assert not emu.violations, "admin API traffic outside the official documents:\n" + "\n".join(emu.violations)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve an emulated Garage (admin API and S3) until interrupted, to try the provider by hand."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(prog="python -m fediversity_providers.core.testing.garage",
+                                     description=main.__doc__)
+    parser.add_argument("--garage-version", type=int, choices=(1, 2), default=2)
+    parser.add_argument("--admin-port", type=int, default=0)
+    parser.add_argument("--s3-port", type=int, default=0)
+    parser.add_argument("--token-file", required=True, help="where to write the admin token")
+    args = parser.parse_args(argv)
+    s3 = MotoS3(args.s3_port)
+    emu = GarageEmulator(args.garage_version, s3=s3, port=args.admin_port)
+    Path(args.token_file).write_text(emu.token + "\n")
+    print(f"admin API {emu.endpoint}  S3 {s3.endpoint}  token in {args.token_file}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emu.close()
+        s3.stop()
+        for line in emu.violations:
+            print("outside the documents:", line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

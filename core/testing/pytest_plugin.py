@@ -26,3 +26,4 @@ def provider_subprocess():
     finally:
         assert driver.close() == 0, "the provider did not exit with status 0 on EOF"
 from .garage import *  # noqa
+from .proxmox import *  # noqa

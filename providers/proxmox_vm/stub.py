@@ -1,0 +1,327 @@
+"""The stub backend: a simulated Proxmox VE cluster in a local state directory.
+
+The whole cluster is one JSON document, ``cluster.json``, in the state
+directory.  Every operation takes an exclusive file lock (``cluster.lock``,
+via filelock), reads the document, changes it and writes it back atomically
+(a temporary file in the same directory, fsync, ``os.replace``), so that
+concurrent provider processes see one consistent cluster, two creates never
+get the same vmid, and a process killed at any instant leaves either the old
+or the new document, never half of one.
+
+A fresh state directory holds a cluster with one node, ``pve``, and two
+templates on it:
+
+======  ===================  =====  ========  ============  ==============
+vmid    name                 cores  memory    boot disk     cloud-init user
+======  ===================  =====  ========  ============  ==============
+9000    ``debian-12-cloud``  1      512 MiB   scsi0, 2 GiB  ``debian``
+9001    ``nixos-cloud``      1      1024 MiB  scsi0, 4 GiB  (image default)
+======  ===================  =====  ========  ============  ==============
+
+What it simulates as Proxmox VE does: the lowest free vmid from 100 up;
+clones by template vmid or name, only of templates; a MAC address per VM in
+Proxmox's ``BC:24:11`` range (deterministic: derived from the vmid); disks
+that grow but never shrink; a stopped or running power state; changes to
+cores, memory and cloud-init on a running VM wait for the next start
+(``pendingReboot``); the guest's IPv4 address while it runs is the static
+address configured at boot, or with DHCP a lease ``10.a.b.c`` made of the
+vmid's bytes (vmid 100 gets 10.0.0.100).
+
+Run ``python -m fediversity_providers.providers.proxmox_vm.stub --help`` to
+list, stop or remove VMs behind the provider's back (to see drift).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from fediversity_providers import Conflict, Context, InvalidInput, NotFound, ProviderError, Transient
+
+from .backend import Marker, VmRef, VmSpec, VmState
+
+__all__ = ["StubBackend", "StubCluster", "default_state_dir", "TEMPLATES"]
+
+STATE_FILE = "cluster.json"
+LOCK_FILE = "cluster.lock"
+LOCK_TIMEOUT = 60.0
+FIRST_VMID = 100
+STORAGES = ("local-lvm", "local")
+#: What a running VM only picks up when it (re)starts.
+COLD_KEYS = ("cores", "memory", "ciuser", "sshkeys", "ipconfig0")
+
+
+def _mac(vmid: int) -> str:
+    digest = hashlib.sha256(f"proxmox-stub:{vmid}".encode()).digest()
+    return "BC:24:11:" + ":".join(f"{b:02X}" for b in digest[:3])
+
+
+def _dhcp_lease(vmid: int) -> str:
+    return f"10.{(vmid >> 16) & 255}.{(vmid >> 8) & 255}.{vmid & 255}"
+
+
+def _template(vmid: int, name: str, memory: int, disk: int, ciuser: str | None) -> dict[str, Any]:
+    return {
+        "vmid": vmid, "node": "pve", "name": name, "template": True,
+        "cores": 1, "memory": memory, "disk": {"slot": "scsi0", "sizeGiB": disk, "storage": "local-lvm"},
+        "net0": {"model": "virtio", "mac": _mac(vmid), "bridge": "vmbr0"}, "agent": 1,
+        "ciuser": ciuser, "sshkeys": [], "ipconfig0": "ip=dhcp", "tags": "", "description": "",
+        "status": "stopped", "booted": None,
+    }
+
+
+TEMPLATES = {
+    "9000": _template(9000, "debian-12-cloud", 512, 2, "debian"),
+    "9001": _template(9001, "nixos-cloud", 1024, 4, None),
+}
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/fediversity-providers/proxmox-stub`` (XDG's default: ~/.local/state)."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "fediversity-providers" / "proxmox-stub"
+
+
+class StubCluster:
+    """The simulated cluster in ``state_dir``; every change is one locked, atomic transaction."""
+
+    def __init__(self, state_dir: str | os.PathLike[str] | None = None) -> None:
+        self.state_dir = Path(state_dir) if state_dir else default_state_dir()
+        self.path = self.state_dir / STATE_FILE
+
+    @contextmanager
+    def transaction(self) -> Iterator[dict[str, Any]]:
+        """The cluster document, locked; written back (atomically) if the block changed it."""
+        import filelock
+
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise InvalidInput(f"cannot create the stub's state directory {self.state_dir}: {error}",
+                               field="stub.stateDir", hint="choose a writable directory") from error
+        lock = filelock.FileLock(str(self.state_dir / LOCK_FILE), timeout=LOCK_TIMEOUT)
+        try:
+            lock.acquire()
+        except filelock.Timeout as error:
+            raise Transient(f"the stub's cluster {self.state_dir} stayed locked for {LOCK_TIMEOUT:.0f} s",
+                            hint="another provider process holds it; retry") from error
+        try:
+            state = self._load()
+            before = copy.deepcopy(state)
+            yield state
+            if state != before:
+                self._save(state)
+        finally:
+            lock.release()
+
+    def snapshot(self) -> dict[str, Any]:
+        """A copy of the cluster document as it is now."""
+        with self.transaction() as state:
+            return copy.deepcopy(state)
+
+    def _load(self) -> dict[str, Any]:
+        for leftover in self.state_dir.glob(f".{STATE_FILE}.*.tmp"):  # a writer died before its replace
+            leftover.unlink(missing_ok=True)
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return {"version": 1, "nodes": ["pve"], "vms": copy.deepcopy(TEMPLATES)}
+        try:
+            state = json.loads(text)
+            if state.get("version") != 1:
+                raise ValueError(f"unknown version {state.get('version')!r}")
+            return state
+        except (ValueError, AttributeError) as error:
+            raise ProviderError(f"the stub's cluster file {self.path} is unreadable: {error}",
+                                field="stub.stateDir", hint="remove it to start from a fresh cluster") from error
+
+    def _save(self, state: dict[str, Any]) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=f".{STATE_FILE}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(state, f, indent=1, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(self.state_dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+class StubBackend:
+    """:class:`~.backend.Backend` on a :class:`StubCluster`."""
+
+    kind = "stub"
+
+    def __init__(self, state_dir: str | os.PathLike[str] | None = None, ctx: Context | None = None) -> None:
+        self.cluster = StubCluster(state_dir)
+        self.ctx = ctx
+
+    # -- helpers ----------------------------------------------------------------
+
+    def _vm(self, state: dict[str, Any], ref: VmRef, marker: Marker | None = None) -> dict[str, Any]:
+        vm = state["vms"].get(str(ref.vmid))
+        where = f"VM {ref.vmid} on node {ref.node!r} of the simulated cluster {self.cluster.state_dir}"
+        hint = "it was deleted, or removed outside this provider; create the resource again for a new VM"
+        if vm is None or vm["node"] != ref.node or vm["template"]:
+            raise NotFound(f"{where} does not exist", hint=hint)
+        if marker is not None and not marker.carried_by(vm["tags"], vm["description"]):
+            raise NotFound(f"{where} does not carry the marker {marker.tag} of {marker.name!r}: "
+                           "the VM that had this vmid is gone and another took its place", hint=hint)
+        return vm
+
+    def _template(self, state: dict[str, Any], template: str) -> dict[str, Any]:
+        if template.isdigit():
+            vm = state["vms"].get(str(int(template)))
+            if vm is None:
+                raise NotFound(f"template {template} does not exist in the simulated cluster",
+                               hint=self._template_hint(state))
+            if not vm["template"]:
+                raise InvalidInput(f"VM {template} is not a template", field="template",
+                                   hint=self._template_hint(state))
+            return vm
+        found = [vm for vm in state["vms"].values() if vm["template"] and vm["name"] == template]
+        if not found:
+            raise NotFound(f"no template named {template!r} in the simulated cluster",
+                           hint=self._template_hint(state))
+        if len(found) > 1:
+            raise Conflict(f"{len(found)} templates are named {template!r}", field="template",
+                           hint="name the template by its vmid")
+        return found[0]
+
+    @staticmethod
+    def _template_hint(state: dict[str, Any]) -> str:
+        names = ", ".join(f"{vm['vmid']} ({vm['name']})" for vm in state["vms"].values() if vm["template"])
+        return f"templates there: {names or 'none'}"
+
+    # -- the Backend interface --------------------------------------------------
+
+    def find(self, marker: Marker) -> VmRef | None:
+        with self.cluster.transaction() as state:
+            for vm in sorted(state["vms"].values(), key=lambda vm: vm["vmid"]):
+                if not vm["template"] and marker.carried_by(vm["tags"], vm["description"]):
+                    return VmRef(vm["vmid"], vm["node"])
+        return None
+
+    def clone(self, template: str, node: str, spec: VmSpec, *, full: bool, storage: str | None) -> VmRef:
+        with self.cluster.transaction() as state:
+            if node not in state["nodes"]:
+                raise InvalidInput(f"node {node!r} is not in the simulated cluster (nodes: "
+                                   f"{', '.join(state['nodes'])})", field="node")
+            if storage is not None and storage not in STORAGES:
+                raise InvalidInput(f"storage {storage!r} does not exist (storages: {', '.join(STORAGES)})",
+                                   field="storage")
+            source = self._template(state, template)
+            vmid = FIRST_VMID
+            while str(vmid) in state["vms"]:
+                vmid += 1
+            vm = copy.deepcopy(source)
+            vm.update(vmid=vmid, node=node, name=spec.name, template=False, status="stopped", booted=None,
+                      tags=spec.marker.tag, description=spec.marker.description, fullClone=full,
+                      clonedFrom=source["vmid"])
+            vm["net0"]["mac"] = _mac(vmid)
+            if full and storage:
+                vm["disk"]["storage"] = storage
+            state["vms"][str(vmid)] = vm
+        return VmRef(vmid, node)
+
+    def configure(self, ref: VmRef, spec: VmSpec) -> None:
+        with self.cluster.transaction() as state:
+            vm = self._vm(state, ref)
+            vm.update(name=spec.name, cores=spec.cores, memory=spec.memory_mib, agent=1,
+                      ciuser=spec.ci_user, sshkeys=list(spec.ssh_keys), ipconfig0=spec.ipconfig0,
+                      tags=spec.marker.tag, description=spec.marker.description)
+            vm["net0"]["bridge"] = spec.bridge
+
+    def resize(self, ref: VmRef, disk_gib: int) -> None:
+        with self.cluster.transaction() as state:
+            vm = self._vm(state, ref)
+            if disk_gib < vm["disk"]["sizeGiB"]:
+                raise InvalidInput(
+                    f"shrinking disks is not supported: {vm['disk']['slot']} of VM {ref.vmid} has "
+                    f"{vm['disk']['sizeGiB']} GiB, asked for {disk_gib} GiB",
+                    field="diskGiB", hint=f"set diskGiB to {vm['disk']['sizeGiB']} or more")
+            vm["disk"]["sizeGiB"] = disk_gib
+
+    def start(self, ref: VmRef) -> None:
+        with self.cluster.transaction() as state:
+            vm = self._vm(state, ref)
+            if vm["status"] != "running":
+                vm["status"] = "running"
+                vm["booted"] = {key: copy.deepcopy(vm[key]) for key in COLD_KEYS}
+
+    def stop(self, ref: VmRef) -> None:
+        with self.cluster.transaction() as state:
+            vm = self._vm(state, ref)
+            vm["status"], vm["booted"] = "stopped", None
+
+    def status(self, ref: VmRef, marker: Marker, *, wait_agent: float = 0.0) -> VmState:
+        with self.cluster.transaction() as state:
+            vm = self._vm(state, ref, marker)
+            running = vm["status"] == "running"
+            booted = vm["booted"] or {}
+            address = None
+            if running:
+                ipconfig = dict(part.split("=", 1) for part in booted["ipconfig0"].split(","))
+                address = _dhcp_lease(ref.vmid) if ipconfig["ip"] == "dhcp" else ipconfig["ip"].split("/")[0]
+            return VmState(
+                ref=ref, name=vm["name"], running=running, mac_address=vm["net0"]["mac"],
+                ipv4_address=address, cores=vm["cores"], memory_mib=vm["memory"],
+                disk_gib=vm["disk"]["sizeGiB"],
+                pending_reboot=running and any(booted.get(key) != vm[key] for key in COLD_KEYS),
+            )
+
+    def delete(self, ref: VmRef, marker: Marker) -> None:
+        with self.cluster.transaction() as state:
+            try:
+                self._vm(state, ref, marker)
+            except NotFound:
+                return
+            del state["vms"][str(ref.vmid)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Look at and meddle with a stub cluster, as someone at the Proxmox console would."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m fediversity_providers.providers.proxmox_vm.stub",
+                                     description=main.__doc__)
+    parser.add_argument("--state-dir", help=f"the cluster's directory (default: {default_state_dir()})")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="print the VMs and templates as JSON")
+    for name in ("remove", "stop", "start"):
+        sub.add_parser(name, help=f"{name} a VM behind the provider's back").add_argument("vmid", type=int)
+    args = parser.parse_args(argv)
+    cluster = StubCluster(args.state_dir)
+    with cluster.transaction() as state:
+        vm = state["vms"].get(str(getattr(args, "vmid", -1)))
+        if args.command == "list":
+            import sys
+
+            json.dump(state["vms"], sys.stdout, indent=1, sort_keys=True)
+            print()
+            return 0
+        if vm is None:
+            parser.error(f"no VM {args.vmid}")
+        if args.command == "remove":
+            del state["vms"][str(args.vmid)]
+        elif args.command == "stop":
+            vm["status"], vm["booted"] = "stopped", None
+        else:
+            vm["status"], vm["booted"] = "running", {key: copy.deepcopy(vm[key]) for key in COLD_KEYS}
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
