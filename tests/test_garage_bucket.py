@@ -292,7 +292,7 @@ def test_deleted_out_of_band_reads_as_gone(garage, driver):
 
 
 # -- faults ---------------------------------------------------------------------------------------
-FAULTS = [(mode, op) for mode in ("5xx", "slow", "drop", "lost")
+FAULTS = [(mode, op) for mode in ("5xx", "slow", "drop", "lost", "5xx-after")
           for op in ("GetBucketInfo", "ListKeys", "CreateKey", "CreateBucket", "AllowBucketKey",
                      "DeleteBucket", "DeleteKey")]
 
@@ -325,6 +325,22 @@ def test_persistent_failure_is_reported_and_rolled_back(garage, driver, op):
     with pytest.raises(Transient, match="500"):
         driver.create(T, inputs)
     assert emu.buckets == {} and emu.keys == {}
+
+
+def test_v1_deletes_on_garage_2_say_what_to_do(garage_emulator, garage_s3, driver, tmp_path):
+    from fediversity_providers.testing.garage import GarageTarget
+
+    emu = garage_emulator  # Garage 2.x, which serves v1 except its deletes
+    token_file = tmp_path / "token"
+    token_file.write_text(emu.token)
+    garage = GarageTarget(admin_endpoint=emu.endpoint, s3_endpoint=garage_s3.endpoint, token=emu.token,
+                          token_file=token_file, api_version="v1", emulator=emu)
+    inputs = garage.inputs(alias())
+    outputs = driver.create(T, inputs)
+    with pytest.raises(InvalidInput, match="adminApiVersion"):
+        driver.delete(T, inputs, outputs)
+    driver.delete(T, dict(inputs, adminApiVersion="v2"), outputs)
+    assert emu.buckets == {}
 
 
 def test_unreachable_admin_api(garage, driver, tmp_path):
@@ -404,7 +420,7 @@ def test_traffic_outside_the_documents_is_caught(garage_emulator):
 
 
 def test_corrections_to_the_documents():
-    from fediversity_providers.core.testing.garage_openapi import Spec, SpecViolation
+    from fediversity_providers.testing.garage_openapi import Spec, SpecViolation
 
     v1, v2 = Spec("v1"), Spec("v2")
     h = {"authorization": "Bearer t"}
@@ -426,7 +442,7 @@ def test_corrections_to_the_documents():
 
 
 def test_reference_documents_location(monkeypatch, tmp_path):
-    from fediversity_providers.core.testing import garage_openapi
+    from fediversity_providers.testing import garage_openapi
 
     found = garage_openapi.reference_dir()
     assert (found / "garage-admin-v1.yml").is_file() and (found / "garage-admin-v2.json").is_file()

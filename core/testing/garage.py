@@ -110,7 +110,7 @@ class MotoS3:
 class Fault:
     """One armed fault: ``mode`` on the next ``times`` requests to ``operation`` (None: any)."""
 
-    MODES = ("5xx", "slow", "drop", "lost")
+    MODES = ("5xx", "slow", "drop", "lost", "5xx-after")
 
     def __init__(self, mode: str, operation: str | None, times: int, delay: float) -> None:
         if mode not in self.MODES:
@@ -155,7 +155,8 @@ class GarageEmulator:
     # -- switches and inspection ---------------------------------------------------------------
     def fault(self, mode: str, operation: str | None = None, *, times: int = 1, delay: float = 1.0) -> Fault:
         """Arm a fault: "5xx" (answer 500, do nothing), "slow" (do it, answer after ``delay`` s),
-        "drop" (close the connection, do nothing), "lost" (do it, close without answering)."""
+        "drop" (close the connection, do nothing), "lost" (do it, close without answering),
+        "5xx-after" (do it, then answer 500 as if it had failed)."""
         fault = Fault(mode, operation, times, delay)
         with self.lock:
             self.faults.append(fault)
@@ -431,6 +432,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         if fault and fault.mode == "slow":
             time.sleep(fault.delay)
+        if fault and fault.mode == "5xx-after":
+            status, body = 500, {"code": "InternalError", "message": "Internal error after the work (fault switch)",
+                                 "region": "garage", "path": url.path}
         self._answer(record, spec, op, status, body)
 
     def _answer(self, record: dict, spec: Spec, op: str | None, status: int, body: Any) -> None:
@@ -562,7 +566,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import signal
 
-    parser = argparse.ArgumentParser(prog="python -m fediversity_providers.core.testing.garage",
+    parser = argparse.ArgumentParser(prog="python -m fediversity_providers.testing.garage",
                                      description=main.__doc__)
     parser.add_argument("--garage-version", type=int, choices=(1, 2), default=2)
     parser.add_argument("--admin-port", type=int, default=0)

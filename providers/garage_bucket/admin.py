@@ -116,42 +116,58 @@ class Transport:
              body: Any = None, *, absent_ok: bool = False, idempotent: bool = True) -> Any:
         """Send with bounded retries.  ``absent_ok``: a 404 returns None instead of raising.
 
-        A request that is not ``idempotent`` raises :class:`Lost` as soon as an answer
-        is lost (the caller checks the world before trying again); 5xx answers, which
-        Garage sends before doing anything, are retried for every request.
+        A request that is not ``idempotent`` is not repeated here: when its answer is
+        lost or is a 5xx (the work may have been done anyway), :class:`Lost` is raised
+        and the caller looks at the world before trying again (:func:`retry_create`).
         """
         give_up = time.monotonic() + self.retry_timeout
         delay = 0.05
         while True:
-            try:
-                status, decoded = self.once(method, path, query, body)
-            except (OSError, http.client.HTTPException) as exc:
-                lost = not isinstance(exc, ConnectionRefusedError)
-                failure: ProviderError
-                if lost and not idempotent:
-                    raise Lost(f"no answer from Garage's admin API to {operation} "
-                               f"({type(exc).__name__})", hint="retry; the operation converges") from exc
-                failure = Unreachable(
-                    f"no answer from Garage's admin API at {self.scheme}://{self.netloc} "
-                    f"to {operation} ({type(exc).__name__}: {exc})",
-                    hint="check adminEndpoint and that Garage is running",
-                )
-                failure.__cause__ = exc
-            else:
-                if 200 <= status < 300:
-                    return decoded
-                info = decoded if isinstance(decoded, dict) else {}
-                error = AdminError(status, str(info.get("code", "")), str(info.get("message", "")), operation)
-                if status == 404 and absent_ok:
-                    return None
-                if status < 500:
-                    raise error
-                failure = Transient(str(error), hint="Garage kept failing; check its logs and retry")
-                failure.__cause__ = error
+            failure = self._attempt(operation, method, path, query, body, absent_ok)
+            if not isinstance(failure, ProviderError):
+                return failure
+            if not idempotent and not isinstance(failure, _Refused):
+                lost = Lost(failure.message, hint="retry; the operation converges")
+                lost.__cause__ = failure.__cause__
+                raise lost
             if time.monotonic() + delay > give_up:
                 raise failure
             self.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 2.0)
+
+    def _attempt(self, operation, method, path, query, body, absent_ok) -> Any:
+        """The decoded answer, or the retryable failure (final answers raise AdminError)."""
+        try:
+            status, decoded = self.once(method, path, query, body)
+        except ConnectionRefusedError as exc:  # nothing was sent: safe to repeat
+            failure: ProviderError = _Refused(
+                f"no answer from Garage's admin API at {self.scheme}://{self.netloc} to {operation} "
+                f"(connection refused)", hint="check adminEndpoint and that Garage is running")
+            failure.__cause__ = exc
+            return failure
+        except (OSError, http.client.HTTPException) as exc:
+            failure = Unreachable(
+                f"no answer from Garage's admin API at {self.scheme}://{self.netloc} "
+                f"to {operation} ({type(exc).__name__}: {exc})",
+                hint="check adminEndpoint and that Garage is running",
+            )
+            failure.__cause__ = exc
+            return failure
+        if 200 <= status < 300:
+            return decoded
+        info = decoded if isinstance(decoded, dict) else {}
+        error = AdminError(status, str(info.get("code", "")), str(info.get("message", "")), operation)
+        if status == 404 and absent_ok:
+            return None
+        if status < 500:
+            raise error
+        failure = Transient(str(error), hint="Garage kept failing; check its logs and retry")
+        failure.__cause__ = error
+        return failure
+
+
+class _Refused(Unreachable):
+    """The connection was refused: the request never reached Garage."""
 
 
 class AdminClient:

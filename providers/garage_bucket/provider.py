@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import random
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -101,6 +102,9 @@ def admin_errors() -> Iterator[None]:
     try:
         yield
     except AdminError as exc:
+        if exc.status == 400 and exc.operation in ("DeleteBucket", "DeleteKey") and exc.code != "BucketNotEmpty":
+            raise InvalidInput(str(exc), field="adminApiVersion",
+                               hint="Garage 2.x refuses v1's deletes: set adminApiVersion to v2 or auto") from None
         raise adminmod._classify(exc) from None
 
 
@@ -109,7 +113,12 @@ def key_name(alias: str, name: str) -> str:
 
 
 def _until(deadline: float, attempt, check):
-    """``attempt()``; when its answer is lost, ``check()`` whether it happened before trying again."""
+    """``attempt()`` a request that must not be blindly repeated.
+
+    When its answer is lost (or is a 5xx), ``check()`` whether it happened before
+    trying again, with backoff, until ``deadline``.
+    """
+    delay = 0.05
     while True:
         try:
             return attempt()
@@ -117,8 +126,10 @@ def _until(deadline: float, attempt, check):
             found = check()
             if found is not None:
                 return found
-            if time.monotonic() > deadline:
+            if time.monotonic() + delay > deadline:
                 raise
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 2.0)
 
 
 # -- outputs -----------------------------------------------------------------------------
@@ -216,7 +227,8 @@ class Keys:
 
 
 # -- converging ----------------------------------------------------------------------------
-def converge_bucket(c: AdminClient, bucket: dict, inputs: dict, keys: dict, old_alias: str | None) -> dict:
+def converge_bucket(c: AdminClient, bucket: dict, inputs: dict, keys: dict, old_alias: str | None,
+                    deadline: float) -> dict:
     """Aliases, permissions, quotas and website of ``bucket`` as ``inputs`` say; the new bucket view."""
     alias = inputs["globalAlias"]
     if alias not in bucket["globalAliases"]:
@@ -228,10 +240,13 @@ def converge_bucket(c: AdminClient, bucket: dict, inputs: dict, keys: dict, old_
                                hint="choose another globalAlias, or remove that alias first") from None
             raise
     if old_alias and old_alias != alias and old_alias in bucket["globalAliases"]:
-        try:
-            bucket = c.remove_alias(bucket["id"], old_alias)
-        except Lost:
-            bucket = c.get_bucket(id=bucket["id"]) or bucket
+        bucket_id = bucket["id"]
+
+        def removed():
+            now = c.get_bucket(id=bucket_id)
+            return now if now is not None and old_alias not in now["globalAliases"] else None
+
+        bucket = _until(deadline, lambda: c.remove_alias(bucket_id, old_alias), removed)
     view = {k["accessKeyId"]: k for k in bucket["keys"]}
     wanted = {e["name"]: e for e in inputs["keys"]}
     changed = False
@@ -330,7 +345,7 @@ def create(inputs: dict, ctx) -> dict:
 
                 bucket = _until(deadline, lambda: _create_bucket(c, alias), look)
                 made_bucket = bucket["id"]
-            bucket = converge_bucket(c, bucket, inputs, keys, None)
+            bucket = converge_bucket(c, bucket, inputs, keys, None, deadline)
             old_cors: list = []
             old_lifecycle: list = []
             if existing is not None and (inputs["cors"] or inputs["lifecycle"]):
@@ -338,7 +353,7 @@ def create(inputs: dict, ctx) -> dict:
                 old_cors, old_lifecycle = s3.get_cors(alias), s3.get_lifecycle(alias)
             cors, lifecycle = converge_s3(inputs, keys, alias, old_cors, old_lifecycle)
         except BaseException:
-            _roll_back(c, made_bucket, keys_r, ctx)
+            _roll_back(c, made_bucket, keys_r, ctx, deadline)
             raise
     return outputs(inputs, bucket, alias, keys, cors, lifecycle)
 
@@ -354,13 +369,17 @@ def _create_bucket(c: AdminClient, alias: str) -> dict:
         raise
 
 
-def _roll_back(c: AdminClient, bucket_id: str | None, keys_r: Keys, ctx) -> None:
+def _roll_back(c: AdminClient, bucket_id: str | None, keys_r: Keys, ctx, deadline: float) -> None:
     """Remove what a failed create made, so that nothing is left orphaned."""
+    keys_r.deadline = max(deadline, time.monotonic() + 5)
     try:
         if bucket_id is not None:
             ctx.progress("rolling back", f"bucket {bucket_id}")
-            with contextlib.suppress(Lost):
-                c.delete_bucket(bucket_id)
+
+            def gone():
+                return True if c.get_bucket(id=bucket_id) is None else None
+
+            _until(keys_r.deadline, lambda: c.delete_bucket(bucket_id), gone)
         for key_id in keys_r.made:
             keys_r.delete(key_id)
     except (ProviderError, AdminError) as exc:
@@ -429,7 +448,7 @@ def update(resource, inputs: dict, ctx) -> dict:
                 if deny:
                     c.set_permissions(bucket["id"], old["accessKeyId"], allow={}, deny=deny)
             bucket = dict(bucket, keys=[k for k in bucket["keys"] if k["accessKeyId"] != old["accessKeyId"]])
-        bucket = converge_bucket(c, bucket, inputs, keys, old_alias)
+        bucket = converge_bucket(c, bucket, inputs, keys, old_alias, deadline)
     cors, lifecycle = converge_s3(inputs, keys, alias, prev.get("cors", []), prev.get("lifecycle", []))
     return outputs(inputs, bucket, alias, keys, cors, lifecycle)
 
