@@ -59,6 +59,10 @@ def reference_dir() -> Path:
 @functools.cache
 def _load(version: str, directory: str) -> dict:
     path = Path(directory) / FILES[version]
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Garage's admin API document {path} is missing: the garage tests check all traffic against it "
+            f"(put Garage's documents in ../shared/reference/garage/ beside the repository, or set {ENV})")
     text = path.read_text()
     if path.suffix == ".json":
         return json.loads(text)

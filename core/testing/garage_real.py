@@ -6,6 +6,7 @@ written against the emulator run against Garage itself too.
 
 from __future__ import annotations
 
+import re
 import secrets
 import socket
 import subprocess
@@ -53,8 +54,8 @@ admin_token = "{self.token}"
 """)
         self.admin_endpoint = f"http://127.0.0.1:{admin}"
         self.s3_endpoint = f"http://127.0.0.1:{s3}"
-        version = self._run("--version")
-        self.api_version = "v2" if " v2." in f" {version.split()[-1]}" or "v2." in version else "v1"
+        found = re.search(r"\bv(\d+)\.", self._run("--version"))
+        self.api_version = "v2" if found and int(found.group(1)) >= 2 else "v1"
         self.log = open(workdir / "garage.log", "wb")
         self.process = subprocess.Popen([self.binary, "-c", str(self.config), "server"],
                                         stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
