@@ -7,10 +7,13 @@ real protocol to it.  Outputs go to stdout as JSON; errors to stderr, status 1.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from typing import Any, Sequence
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:  # argparse is imported only when a command line is parsed
+    import argparse
 
 __all__ = ["main", "build_parser"]
 
@@ -18,6 +21,8 @@ _RUNNER_COMMANDS = ("create", "read", "update", "delete", "state-read", "state-e
 
 
 def _json_arg(text: str) -> Any:
+    import argparse
+
     try:
         return json.loads(text)
     except ValueError as exc:
@@ -25,13 +30,17 @@ def _json_arg(text: str) -> Any:
 
 
 def _json_object_arg(text: str) -> dict:
+    import argparse
+
     value = _json_arg(text)
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object, got: {text!r}")
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> "argparse.ArgumentParser":
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="fediversity-provider",
         description="NixOps4 resource providers for Fediversity: serve the protocol, run one operation, or introspect.",
@@ -79,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _gather_inputs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+def _gather_inputs(args: "argparse.Namespace", parser: "argparse.ArgumentParser") -> dict:
     inputs = dict(args.inputs_json or {})
     for key, text in args.input_json:
         try:
@@ -91,7 +100,7 @@ def _gather_inputs(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     return inputs
 
 
-def _build_request(args: argparse.Namespace, inputs: dict) -> object:
+def _build_request(args: "argparse.Namespace", inputs: dict) -> object:
     from . import messages as m
 
     if args.command == "create":
@@ -109,7 +118,7 @@ def _build_request(args: argparse.Namespace, inputs: dict) -> object:
     }[args.command](resource)
 
 
-def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _run(args: "argparse.Namespace", parser: "argparse.ArgumentParser") -> int:
     from .client import ProviderProcess, response_payload
     from .errors import ProviderError
 
@@ -134,7 +143,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-def _introspect(args: argparse.Namespace) -> int:
+def _introspect(args: "argparse.Namespace") -> int:
     from . import introspect
     from .errors import ProviderError
     from .plugins import Registry
@@ -158,8 +167,13 @@ def _introspect(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv in (["serve"], ["serve", "--debug"]):
+        # NixOps4's hot path: a process per operation; skip building the parser.
+        args = SimpleNamespace(command="serve", debug=argv == ["serve", "--debug"])
+    else:
+        parser = build_parser()
+        args = parser.parse_args(argv)
     if args.command == "serve":
         from .engine import Engine
         from .server import claim_stdio, configure_logging, serve

@@ -67,10 +67,10 @@ def _fingerprint() -> list:
 
 def _cache_path(group: str) -> str:
     """One cache file per group and import path, so environments do not evict each other."""
-    import hashlib
+    import zlib
 
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    key = hashlib.sha256("\0".join(sys.path).encode()).hexdigest()[:16]
+    key = f"{zlib.crc32(chr(0).join(sys.path).encode()):08x}"
     return os.path.join(base, "fediversity-providers", f"entry-points-{group}-{key}.json")
 
 

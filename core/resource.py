@@ -13,7 +13,7 @@ import functools
 import json
 import logging
 import time
-from importlib import resources
+import pkgutil
 from typing import Any, ClassVar
 
 import attrs
@@ -35,8 +35,12 @@ class Resource:
 @functools.cache
 def load_schema(name: str) -> dict[str, Any]:
     """The document ``schemas/<name>.json`` shipped with this package."""
-    text = resources.files("fediversity_providers.schemas").joinpath(f"{name}.json").read_text()
-    return json.loads(text)
+    # pkgutil reads package data through the package's loader, like
+    # importlib.resources, without importing pathlib, tempfile and zipfile.
+    data = pkgutil.get_data("fediversity_providers.schemas", f"{name}.json")
+    if data is None:
+        raise FileNotFoundError(f"schemas/{name}.json is not in the installed package")
+    return json.loads(data)
 
 
 @attrs.define

@@ -2,15 +2,16 @@
 
 Errors name each offending field by its JSON path (``inputProperties.keys[1].name``)
 so a person can find it in their Nix expression.  Values of properties marked
-``x-sensitive`` are never quoted.  jsonschema is imported on first use: it is
-the heaviest import a request needs, and ``types`` or ``--help`` never need it.
+``x-sensitive`` are never quoted.  jsonschema is the authority, but it is
+imported only when :mod:`quickcheck` cannot vouch for an instance: it would
+be the heaviest import of a provider's start-up.
 """
 
 from __future__ import annotations
 
 from typing import Any, Iterator
 
-from . import redact
+from . import quickcheck, redact
 from .errors import InvalidInput, NeedsReplacement
 
 __all__ = [
@@ -23,6 +24,14 @@ __all__ = [
 ]
 
 _validators: dict[int, Any] = {}
+_quick: dict[int, tuple[dict, Any]] = {}
+
+
+def _quick_check(schema: dict[str, Any]):
+    found = _quick.get(id(schema))
+    if found is None or found[0] is not schema:
+        found = _quick[id(schema)] = (schema, quickcheck.compile(schema))
+    return found[1]
 
 
 def _validator(schema: dict[str, Any]):
@@ -72,6 +81,9 @@ def _explain(error: Any, root: str, schema: dict[str, Any]) -> list[str]:
 
 def validate(instance: Any, schema: dict[str, Any], *, root: str, resource: str | None = None) -> None:
     """Raise :class:`InvalidInput` listing every violation, each with its path."""
+    check = _quick_check(schema)
+    if check is not None and check(instance):
+        return  # valid, and jsonschema was never imported
     validator = _validator(schema)
     if validator.is_valid(instance):
         return

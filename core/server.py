@@ -70,8 +70,49 @@ def _answer(engine: Engine, line: bytes) -> bytes:
     return m.encode(engine.handle(request))
 
 
-def _on_signal(signum: int, _frame: object) -> None:
-    raise _Stop(signal.Signals(signum).name)
+class _Loop:
+    """The loop's phase decides what a signal does.
+
+    Waiting for a line: stop at once (status 0).  Working on a request:
+    interrupt it, answer with an ``errorResponse``, stop (status 1).  Writing
+    an answer: finish the write, then stop (status 0), so a line is never cut.
+    """
+
+    def __init__(self, engine: Engine, protocol_in: BinaryIO, protocol_out: BinaryIO) -> None:
+        self.engine, self.protocol_in, self.protocol_out = engine, protocol_in, protocol_out
+        self.phase = "reading"
+        self.stop_requested: str | None = None
+
+    def on_signal(self, signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        self.stop_requested = name
+        if self.phase in ("reading", "working"):
+            raise _Stop(name)
+
+    def run(self) -> int:
+        log = logging.getLogger("fediversity_providers")
+        while self.stop_requested is None:
+            try:
+                self.phase = "reading"
+                line = self.protocol_in.readline()
+                if not line:
+                    return 0
+                self.phase = "working"
+                answer = _answer(self.engine, line)
+            except _Stop as stop:
+                if self.phase == "reading":
+                    log.debug("stopping on %s", stop)
+                    return 0
+                self.phase = "writing"
+                log.warning("interrupted by %s in the middle of a request", stop)
+                self.protocol_out.write(
+                    m.encode(m.ErrorResponse(f"interrupted by {stop} before the request finished"))
+                )
+                return 1
+            self.phase = "writing"
+            self.protocol_out.write(answer)
+        log.debug("stopping on %s", self.stop_requested)
+        return 0
 
 
 def serve(
@@ -86,26 +127,10 @@ def serve(
     """
     if protocol_in is None or protocol_out is None:
         protocol_in, protocol_out = claim_stdio()
-    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    engine = engine or Engine()
-    log = logging.getLogger("fediversity_providers")
+    loop = _Loop(engine or Engine(), protocol_in, protocol_out)
+    previous = {sig: signal.signal(sig, loop.on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        while True:
-            try:
-                line = protocol_in.readline()
-            except _Stop as stop:
-                log.debug("stopping on %s", stop)
-                return 0
-            if not line:
-                return 0
-            try:
-                answer = _answer(engine, line)
-            except _Stop as stop:
-                answer = m.encode(m.ErrorResponse(f"interrupted by {stop} before the request finished"))
-                protocol_out.write(answer)
-                log.warning("interrupted by %s in the middle of a request", stop)
-                return 1
-            protocol_out.write(answer)
+        return loop.run()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -33,15 +33,18 @@ def test_serve_with_no_request_imports_neither_jsonschema_nor_any_heavy_library(
         assert heavy not in names, f"serve imported {heavy} before any request"
 
 
-def test_a_request_imports_only_what_it_needs(tmp_path):
+def test_a_valid_request_imports_nothing_heavy_and_an_invalid_one_brings_jsonschema_to_explain(tmp_path):
     require_greeting_plugin()
     request = {"createResourceRequest": {"type": "greeting", "isStateful": True,
                                          "inputProperties": {"directory": str(tmp_path), "name": "A"}}}
     done, names = imported_modules(SERVE[1:], (json.dumps(request) + "\n").encode())
     assert b"createResourceResponse" in done.stdout
-    assert "jsonschema" in names  # validation did run
-    loaded = sorted(h for h in HEAVY if h in names)
+    loaded = sorted(h for h in (*HEAVY, "jsonschema") if h in names)
     assert not loaded, f"a greeting create imported {loaded}"
+    request["createResourceRequest"]["inputProperties"]["name"] = "not valid"
+    done, names = imported_modules(SERVE[1:], (json.dumps(request) + "\n").encode())
+    assert b"does not match" in done.stdout
+    assert "jsonschema" in names
 
 
 def test_introspection_does_not_import_the_validator():
