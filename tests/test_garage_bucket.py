@@ -462,3 +462,57 @@ def test_cold_start_imports_stay_light():
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_refuses_to_create_without_state(garage, driver):
+    with pytest.raises(InvalidInput):
+        driver.create(T, garage.inputs(alias()), stateful=False)
+    assert garage.bucket_ids() == set()
+
+
+def test_any_settings_converge_and_read_back(garage_s3, tmp_path):
+    """Generated settings: created, read back equal, updated to other generated settings, deleted,
+    on both API versions, with every request and answer inside the documents."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    from fediversity_providers.testing.garage import GarageEmulator
+
+    sizes = st.none() | st.integers(min_value=0, max_value=2**40)
+    key = st.fixed_dictionaries({"read": st.booleans(), "write": st.booleans(), "owner": st.booleans()})
+    config = st.fixed_dictionaries({
+        "quotas": st.fixed_dictionaries({"maxSize": sizes, "maxObjects": sizes}),
+        "website": st.fixed_dictionaries({"enable": st.booleans(),
+                                          "errorDocument": st.none() | st.sampled_from(["404.html", "e/x.html"])}),
+        "keys": st.dictionaries(st.sampled_from(["app", "web", "backup"]), key, max_size=3).map(
+            lambda d: [dict(v, name=k) for k, v in sorted(d.items())]),
+    })
+    emulators = {v: GarageEmulator(1 if v == "v1" else 2, s3=garage_s3) for v in ("v1", "v2")}
+    token = tmp_path / "token"
+    driver = InProcessDriver()
+
+    @settings(max_examples=15, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from(["v1", "v2"]), config, config)
+    def converges(version, first, second):
+        emu = emulators[version]
+        token.write_text(emu.token)
+        base = {"adminEndpoint": emu.endpoint, "adminTokenFile": str(token), "adminApiVersion": version,
+                "s3Endpoint": garage_s3.endpoint, "globalAlias": alias()}
+        a, b = dict(base, **first), dict(base, **second)
+        outputs = driver.create(T, a)
+        assert driver.read(T, a, outputs) == outputs
+        assert outputs["quotas"] == first["quotas"]
+        updated = driver.update(T, a, outputs, b)
+        assert driver.read(T, b, updated) == updated
+        assert updated["website"]["enable"] == second["website"]["enable"]
+        assert {n: [k[p] for p in ("read", "write", "owner")] for n, k in updated["keys"].items()} == \
+            {k["name"]: [k["read"], k["write"], k["owner"]] for k in second["keys"]}
+        driver.delete(T, b, updated)
+        assert emu.buckets == {} and emu.keys == {}
+
+    try:
+        converges()
+    finally:
+        for emu in emulators.values():
+            emu.close()
+    for emu in emulators.values():
+        assert not emu.violations, emu.violations
