@@ -19,7 +19,6 @@ from __future__ import annotations
 import http.client
 import json
 import random
-import socket
 import time
 import urllib.parse
 from typing import Any, Callable
