@@ -95,7 +95,7 @@ class MotoS3:
 class Fault:
     """One armed fault: ``mode`` on the next ``times`` requests to ``operation`` (None: any)."""
 
-    MODES = ("5xx", "slow", "drop", "lost", "5xx-after")
+    MODES = ("5xx", "slow", "drop", "lost", "5xx-after", "slow-start")
 
     def __init__(self, mode: str, operation: str | None, times: int, delay: float) -> None:
         if mode not in self.MODES:
@@ -141,7 +141,9 @@ class GarageEmulator:
     def fault(self, mode: str, operation: str | None = None, *, times: int = 1, delay: float = 1.0) -> Fault:
         """Arm a fault: "5xx" (answer 500, do nothing), "slow" (do it, answer after ``delay`` s),
         "drop" (close the connection, do nothing), "lost" (do it, close without answering),
-        "5xx-after" (do it, then answer 500 as if it had failed)."""
+        "5xx-after" (do it, then answer 500 as if it had failed), "slow-start" (wait ``delay`` s,
+        then do it and answer; CreateBucket then is not atomic, as Garage's is not: it checks the
+        alias, waits, makes the bucket, and leaves it without alias if the alias was taken meanwhile)."""
         fault = Fault(mode, operation, times, delay)
         with self.lock:
             self.faults.append(fault)
@@ -228,6 +230,25 @@ class GarageEmulator:
         """Carry out one operation; (status, JSON body or None)."""
         with self.lock:
             return self._dispatch(version, op, query, body or {})
+
+    def create_bucket_slowly(self, v: str, body: dict, delay: float) -> tuple[int, Any]:
+        """CreateBucket in Garage's non-atomic steps, with ``delay`` between the check and the making."""
+        alias = body.get("globalAlias")
+        with self.lock:
+            self._check_alias(alias)
+            if self.bucket_by_alias(alias):
+                raise ApiError(409, "BucketAlreadyExists", f"Bucket {alias} already exists")
+        time.sleep(delay)
+        with self.lock:
+            b = {"id": secrets.token_hex(32), "created": _now(), "aliases": [], "website": None,
+                 "quotas": {"maxSize": None, "maxObjects": None}, "perms": {}}
+            self.buckets[b["id"]] = b
+            if self.bucket_by_alias(alias):  # taken meanwhile: the new bucket stays without alias
+                raise ApiError(409, "BucketAlreadyExists", f"Bucket {alias} already exists")
+            b["aliases"].append(alias)
+            if self.s3 is not None:
+                self.s3.create(alias)
+            return 200, self.bucket_info(b, v)
 
     def _dispatch(self, v: str, op: str, q: dict, body: dict) -> tuple[int, Any]:
         if op in ("GetClusterHealth", "GetHealth"):
@@ -405,7 +426,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         query = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
         try:
-            status, body = emu.dispatch(version, op, query, json.loads(raw) if raw else None)
+            if fault and fault.mode == "slow-start":
+                if op == "CreateBucket":
+                    status, body = emu.create_bucket_slowly(version, json.loads(raw), fault.delay)
+                else:
+                    time.sleep(fault.delay)
+                    status, body = emu.dispatch(version, op, query, json.loads(raw) if raw else None)
+            else:
+                status, body = emu.dispatch(version, op, query, json.loads(raw) if raw else None)
         except ApiError as exc:
             status, body = exc.status, {"code": exc.code, "message": exc.message, "region": "garage", "path": url.path}
         except Exception as exc:  # an emulator bug: answer like Garage would, and fail the test

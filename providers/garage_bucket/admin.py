@@ -47,7 +47,10 @@ class AdminError(ProviderError):
 
 
 class Lost(Transient):
-    """A request may or may not have been carried out: its answer never came."""
+    """A request may or may not have been carried out: its answer never came, or was a 5xx."""
+
+    #: True when the server answered (a 5xx): it is not working on the request any more.
+    answered = False
 
 
 def _classify(exc: AdminError) -> ProviderError:
@@ -127,6 +130,7 @@ class Transport:
                 return failure
             if not idempotent and not isinstance(failure, _Refused):
                 lost = Lost(failure.message, hint="retry; the operation converges")
+                lost.answered = isinstance(failure.__cause__, AdminError)  # a 5xx: the server is done
                 lost.__cause__ = failure.__cause__
                 raise lost
             if time.monotonic() + delay > give_up:

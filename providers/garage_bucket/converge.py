@@ -18,20 +18,31 @@ def key_name(alias: str, name: str) -> str:
     return f"{alias}-{name}"
 
 
-def _until(deadline: float, attempt, check):
+def _until(deadline: float, attempt, check, settle: float = 0.0):
     """``attempt()`` a request that must not be blindly repeated.
 
     When its answer is lost (or is a 5xx), ``check()`` whether it happened before
-    trying again, with backoff, until ``deadline``.
+    trying again.  A request that timed out may still be under way on the server,
+    so ``check()`` is repeated, with backoff, for ``settle`` seconds (the request
+    timeout: as long again as we waited for the answer) before the request is
+    sent again; all of it until ``deadline``.
     """
     delay = 0.05
     while True:
         try:
             return attempt()
-        except Lost:
-            found = check()
-            if found is not None:
-                return found
+        except Lost as lost:
+            settled = min(deadline, time.monotonic() + (0.0 if lost.answered else settle))
+            poll = 0.05
+            while True:
+                found = check()
+                if found is not None:
+                    return found
+                left = settled - time.monotonic()
+                if left <= 0:
+                    break
+                time.sleep(min(left, poll))
+                poll = min(poll * 2, 1.0)
             if time.monotonic() + delay > deadline:
                 raise
             time.sleep(delay * (0.5 + random.random()))
@@ -116,7 +127,7 @@ class Keys:
                 found = self._by_name(name, fresh=True)
                 return None if found is None else self._secret(found, field)
 
-            info = _until(self.deadline, lambda: self.c.create_key(name), look)
+            info = _until(self.deadline, lambda: self.c.create_key(name), look, self.c.t.timeout)
             self.ctx.add_secret(info.get("secretAccessKey"))
             self.made.append(info["accessKeyId"])
         return {"accessKeyId": info["accessKeyId"], "secretAccessKey": info["secretAccessKey"], "created": True}
@@ -126,7 +137,7 @@ class Keys:
             return True if self.c.get_key(key_id) is None else None
 
         try:
-            _until(self.deadline, lambda: self.c.delete_key(key_id), look)
+            _until(self.deadline, lambda: self.c.delete_key(key_id), look, self.c.t.timeout)
         except AdminError as exc:
             if exc.status != 404:
                 raise
@@ -152,7 +163,7 @@ def converge_bucket(c: AdminClient, bucket: dict, inputs: dict, keys: dict, old_
             now = c.get_bucket(id=bucket_id)
             return now if now is not None and old_alias not in now["globalAliases"] else None
 
-        bucket = _until(deadline, lambda: c.remove_alias(bucket_id, old_alias), removed)
+        bucket = _until(deadline, lambda: c.remove_alias(bucket_id, old_alias), removed, c.t.timeout)
     view = {k["accessKeyId"]: k for k in bucket["keys"]}
     wanted = {e["name"]: e for e in inputs["keys"]}
     changed = False

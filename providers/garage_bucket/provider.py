@@ -126,7 +126,7 @@ def create(inputs: dict, ctx) -> dict:
                 def look():
                     return c.get_bucket(alias=alias)
 
-                bucket = _until(deadline, lambda: _create_bucket(c, alias), look)
+                bucket = _until(deadline, lambda: _create_bucket(c, alias), look, c.t.timeout)
                 made_bucket = bucket["id"]
             bucket = converge_bucket(c, bucket, inputs, keys, None, deadline)
             old_cors: list = []
@@ -162,7 +162,7 @@ def _roll_back(c: AdminClient, bucket_id: str | None, keys_r: Keys, ctx, deadlin
             def gone():
                 return True if c.get_bucket(id=bucket_id) is None else None
 
-            _until(keys_r.deadline, lambda: c.delete_bucket(bucket_id), gone)
+            _until(keys_r.deadline, lambda: c.delete_bucket(bucket_id), gone, c.t.timeout)
         for key_id in keys_r.made:
             keys_r.delete(key_id)
     except (ProviderError, AdminError) as exc:
@@ -258,7 +258,7 @@ def delete(resource, ctx) -> None:
                 return True if c.get_bucket(id=bucket_id) is None else None
 
             try:
-                _until(deadline, lambda: c.delete_bucket(bucket_id), look)
+                _until(deadline, lambda: c.delete_bucket(bucket_id), look, c.t.timeout)
             except AdminError as exc:
                 if exc.status == 404:
                     pass
