@@ -77,7 +77,7 @@ def outputs(inputs: dict, bucket: dict, alias: str, keys: dict, cors: list, life
         "bucketId": bucket["id"],
         "globalAlias": alias,
         "s3Endpoint": inputs["s3Endpoint"],
-        "region": inputs["region"],
+        "region": inputs.get("region", "garage"),
         "keys": key_out,
         "quotas": dict(bucket["quotas"]),
         "website": website,
@@ -201,7 +201,7 @@ def s3_for(inputs: dict, keys: dict, *, need: tuple[str, ...] = ("owner",)):
     for name, key in keys.items():
         entry = wanted.get(name, key)
         if all(entry.get(p) for p in need) and key.get("secretAccessKey"):
-            return S3(inputs["s3Endpoint"], inputs["region"], key["accessKeyId"], key["secretAccessKey"])
+            return S3(inputs["s3Endpoint"], inputs.get("region", "garage"), key["accessKeyId"], key["secretAccessKey"])
     return None
 
 

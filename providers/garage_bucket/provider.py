@@ -190,7 +190,7 @@ def read(resource, ctx) -> dict:
         from .s3 import S3
 
         key = next(iter(owner.values()))
-        s3 = S3(inputs["s3Endpoint"], inputs["region"], key["accessKeyId"], key["secretAccessKey"])
+        s3 = S3(inputs["s3Endpoint"], inputs.get("region", "garage"), key["accessKeyId"], key["secretAccessKey"])
         cors, lifecycle = s3.get_cors(alias), s3.get_lifecycle(alias)
     return outputs(inputs, bucket, alias, keys, cors, lifecycle)
 
@@ -283,7 +283,7 @@ def _empty(c: AdminClient, bucket: dict, alias: str, inputs: dict, keys: dict, k
 
         temp = keys_r.resolve(alias, {"name": FORCE_DESTROY_KEY}, "forceDestroy")
         c.set_permissions(bucket["id"], temp["accessKeyId"], allow={"read": True, "write": True}, deny={})
-        s3 = S3(inputs["s3Endpoint"], inputs["region"], temp["accessKeyId"], temp["secretAccessKey"])
+        s3 = S3(inputs["s3Endpoint"], inputs.get("region", "garage"), temp["accessKeyId"], temp["secretAccessKey"])
     ctx.progress("emptying bucket", alias)
     gone = s3.empty(alias)
     ctx.progress("emptied bucket", f"{gone} objects and uploads removed")
