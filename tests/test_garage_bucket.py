@@ -278,8 +278,12 @@ def test_forced_delete_without_a_writing_key(garage, driver):
     put_object(garage, outputs)
     readonly = dict(inputs, keys=[{"name": "app"}], forceDestroy=True)
     outputs = driver.update(T, inputs, outputs, readonly)
+    if garage.emulator is not None:
+        garage.emulator.reset_counts()
     driver.delete(T, readonly, outputs)
     assert garage.bucket_ids() == set() and garage.key_ids() == set()
+    if garage.emulator is not None:  # a temporary key did the emptying
+        assert garage.emulator.count(OPS["CreateKey"][garage.api_version]) == 1
 
 
 def test_deleted_out_of_band_reads_as_gone(garage, driver):
@@ -517,3 +521,18 @@ def test_any_settings_converge_and_read_back(garage_s3, tmp_path):
             emu.close()
     for emu in emulators.values():
         assert not emu.violations, emu.violations
+
+
+def test_forced_delete_uses_permissions_as_they_are_now(garage, driver):
+    """The recorded key may write, but its write permission was taken away behind the resource's back."""
+    inputs = garage.inputs(alias(), keys=[{"name": "app", "write": True}], forceDestroy=True)
+    outputs = driver.create(T, inputs)
+    put_object(garage, outputs)
+    garage.admin().set_permissions(outputs["bucketId"], outputs["keys"]["app"]["accessKeyId"],
+                                   allow={}, deny={"write": True})
+    if garage.emulator is not None:
+        garage.emulator.reset_counts()
+    driver.delete(T, inputs, outputs)
+    assert garage.bucket_ids() == set() and garage.key_ids() == set()
+    if garage.emulator is not None:  # a temporary key did the emptying
+        assert garage.emulator.count(OPS["CreateKey"][garage.api_version]) == 1

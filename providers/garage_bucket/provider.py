@@ -28,7 +28,7 @@ from . import admin as adminmod
 from .admin import PERMS, AdminClient, AdminError
 from .converge import Keys, _until, converge_bucket, converge_s3, outputs, s3_for
 
-FORCE_DESTROY_KEY = "force-destroy"
+FORCE_DESTROY_KEY = "force-destroy.tmp"  # no entry of keys can be named so (no "." allowed)
 
 
 # -- inputs ------------------------------------------------------------------------------
@@ -275,8 +275,8 @@ def delete(resource, ctx) -> None:
 def _empty(c: AdminClient, bucket: dict, alias: str, inputs: dict, keys: dict, keys_r: Keys, ctx) -> None:
     """Delete every object and unfinished upload over S3, with a key that may."""
     perms = {k["accessKeyId"]: k["permissions"] for k in bucket["keys"]}
-    usable = {n: dict(k, **perms.get(k["accessKeyId"], {})) for n, k in keys.items()}
-    s3 = s3_for(inputs, usable, need=("read", "write"))
+    as_now = [{"name": n, **perms.get(k["accessKeyId"], {})} for n, k in keys.items()]  # not as recorded
+    s3 = s3_for(dict(inputs, keys=as_now), keys, need=("read", "write"))
     temp = None
     if s3 is None:  # no key of ours may empty it: a temporary one, found again by its name
         from .s3 import S3
