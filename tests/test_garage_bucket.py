@@ -305,10 +305,12 @@ FAULTS = [(mode, op) for mode in ("5xx", "slow", "drop", "lost", "5xx-after", "s
 def test_fault_leaves_no_orphan(garage, driver, mode, op):
     emu = garage.require_emulator()
     name = alias()
-    inputs = garage.inputs(name, keys=[{"name": "app", "write": True}], requestTimeout=0.3, retryTimeout=10)
+    # "slow": the answer comes long after the provider gave up waiting (0.4 s);
+    # "slow-start": the work starts late, but within the provider's patience (as long again)
+    inputs = garage.inputs(name, keys=[{"name": "app", "write": True}], requestTimeout=0.4, retryTimeout=10)
     operation = OPS[op][garage.api_version]
     deleting = op.startswith("Delete")
-    delay = 0.5 if mode == "slow-start" else 0.8  # a late start within the provider's patience
+    delay = 0.5 if mode == "slow-start" else 1.0
     if not deleting:
         emu.fault(mode, operation, delay=delay)
     outputs = driver.create(T, inputs)
