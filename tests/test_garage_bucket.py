@@ -243,6 +243,8 @@ def test_cors_and_lifecycle_over_s3(garage, driver):
     assert s3.get_cors(outputs["globalAlias"]) == [rule]  # really on the S3 server
     s3.set_cors(outputs["globalAlias"], [dict(rule, allowedOrigins=["*"])])  # drift, out of band
     assert driver.read(T, inputs, outputs)["cors"][0]["allowedOrigins"] == ["*"]
+    assert driver.update(T, inputs, outputs, inputs) == outputs  # converged back
+    assert s3.get_cors(outputs["globalAlias"]) == [rule]
     cleared = driver.update(T, inputs, outputs, dict(inputs, cors=[], lifecycle=[]))
     assert cleared["cors"] == [] and s3.get_cors(outputs["globalAlias"]) == []
     assert s3.get_lifecycle(outputs["globalAlias"]) == []

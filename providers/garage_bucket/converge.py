@@ -222,8 +222,15 @@ def normal_lifecycle(rules: list[dict]) -> list[dict]:
     } for rule in rules]
 
 
-def converge_s3(inputs: dict, keys: dict, alias: str, old_cors: list, old_lifecycle: list) -> tuple[list, list]:
+def converge_s3(inputs: dict, keys: dict, alias: str, old_cors: list, old_lifecycle: list,
+                *, observe: bool = False) -> tuple[list, list]:
+    """CORS and lifecycle rules as ``inputs`` say, compared with the old ones (or, with
+    ``observe``, with what S3 reports now, when there are rules and a key that may read them)."""
     cors, lifecycle = normal_cors(inputs["cors"]), normal_lifecycle(inputs["lifecycle"])
+    if observe and (cors or lifecycle or old_cors or old_lifecycle):
+        s3 = s3_for(inputs, keys)
+        if s3 is not None:
+            old_cors, old_lifecycle = s3.get_cors(alias), s3.get_lifecycle(alias)
     if cors == old_cors and lifecycle == old_lifecycle:
         return cors, lifecycle
     s3 = s3_for(inputs, keys)

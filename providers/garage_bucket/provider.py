@@ -129,12 +129,7 @@ def create(inputs: dict, ctx) -> dict:
                 bucket = _until(deadline, lambda: _create_bucket(c, alias), look, c.t.timeout)
                 made_bucket = bucket["id"]
             bucket = converge_bucket(c, bucket, inputs, keys, None, deadline)
-            old_cors: list = []
-            old_lifecycle: list = []
-            if existing is not None and (inputs["cors"] or inputs["lifecycle"]):
-                s3 = s3_for(inputs, keys)
-                old_cors, old_lifecycle = s3.get_cors(alias), s3.get_lifecycle(alias)
-            cors, lifecycle = converge_s3(inputs, keys, alias, old_cors, old_lifecycle)
+            cors, lifecycle = converge_s3(inputs, keys, alias, [], [], observe=existing is not None)
         except BaseException:
             _roll_back(c, made_bucket, keys_r, ctx, deadline)
             raise
@@ -232,7 +227,8 @@ def update(resource, inputs: dict, ctx) -> dict:
                     c.set_permissions(bucket["id"], old["accessKeyId"], allow={}, deny=deny)
             bucket = dict(bucket, keys=[k for k in bucket["keys"] if k["accessKeyId"] != old["accessKeyId"]])
         bucket = converge_bucket(c, bucket, inputs, keys, old_alias, deadline)
-    cors, lifecycle = converge_s3(inputs, keys, alias, prev.get("cors", []), prev.get("lifecycle", []))
+    cors, lifecycle = converge_s3(inputs, keys, alias, prev.get("cors", []), prev.get("lifecycle", []),
+                                  observe=True)
     return outputs(inputs, bucket, alias, keys, cors, lifecycle)
 
 
