@@ -540,3 +540,31 @@ def test_forced_delete_uses_permissions_as_they_are_now(garage, driver):
     assert garage.bucket_ids() == set() and garage.key_ids() == set()
     if garage.emulator is not None:  # a temporary key did the emptying
         assert garage.emulator.count(OPS["CreateKey"][garage.api_version]) == 1
+
+
+def test_s3_configuration_documents():
+    """What Garage answers with nothing configured (204, empty), and XML without a namespace."""
+    from fediversity_providers.providers.garage_bucket import s3
+
+    assert s3.parse_cors(b"") == [] and s3.parse_lifecycle(b"  ") == []
+    rules = [{"id": None, "allowedOrigins": ["https://a.example?x=1&y=<2>"], "allowedMethods": ["GET"],
+              "allowedHeaders": [], "exposeHeaders": [], "maxAgeSeconds": None}]
+    assert s3.parse_cors(s3.cors_xml(rules)) == rules
+    bare = (b"<LifecycleConfiguration><Rule><ID>r</ID><Status>Disabled</Status><Filter><Prefix>p/</Prefix>"
+            b"</Filter><Expiration><Days>3</Days></Expiration></Rule></LifecycleConfiguration>")
+    assert s3.parse_lifecycle(bare) == [{"id": "r", "enabled": False, "prefix": "p/", "expirationDays": 3,
+                                         "abortIncompleteMultipartUploadDays": None}]
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"keys": [{"name": "a"}, {"name": "a"}]}, r"keys\[1\]\.name"),
+    ({"keys": [{"name": "a", "accessKeyId": "GK" + "2" * 24}, {"name": "b", "accessKeyId": "GK" + "2" * 24}]},
+     r"keys\[1\]\.accessKeyId"),
+    ({"lifecycle": [{"id": "x"}], "keys": [{"name": "a", "owner": True}]}, r"lifecycle\[0\]"),
+    ({"adminTokenFile": "/nonexistent/token"}, "adminTokenFile"),
+])
+def test_inputs_refused_before_any_request(garage, driver, change, field):
+    with pytest.raises(InvalidInput, match=field):
+        driver.create(T, dict(garage.inputs(alias()), **change))
+    if garage.emulator is not None:
+        assert garage.emulator.requests == []
