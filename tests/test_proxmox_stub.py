@@ -239,11 +239,11 @@ def test_a_crash_leaves_no_half_written_state(driver, tmp_path):
         assert crashed.returncode == -signal.SIGKILL, crashed.stderr
         assert (tmp_path / "cluster.json").read_text() == before  # the old state, whole
     assert list(tmp_path.glob(".cluster.json.*.tmp"))  # the dead writer's temporary file is still there
-    # The lock died with its holder; the next process goes on, and sweeps the leftover away.
+    # The lock died with its holder; the next process goes on, and its first write sweeps the leftover away.
     assert driver.read("proxmox_vm", inputs, out) == out
-    assert not list(tmp_path.glob(".cluster.json.*.tmp"))
     nxt = driver.create("proxmox_vm", vm_inputs(tmp_path, name="after-crash"))
     assert nxt["vmid"] == 101
+    assert not list(tmp_path.glob(".cluster.json.*.tmp"))
 
 
 def test_an_unreadable_state_file_is_reported(driver, tmp_path):
@@ -259,3 +259,37 @@ def test_marker_tags_are_valid_proxmox_tags():
     assert re.fullmatch(r"[a-z0-9_][a-z0-9_\-+.]*", tag) and tag != Marker("web2").tag
     assert Marker("x").carried_by(f"foo;{Marker('x').tag}", None)
     assert not Marker("x").carried_by("foo", "bar")
+
+
+def test_renaming_moves_the_marker(driver, tmp_path):
+    inputs = vm_inputs(tmp_path)
+    out = driver.create("proxmox_vm", inputs)
+    renamed = vm_inputs(tmp_path, name="web1-renamed")
+    after = driver.update("proxmox_vm", inputs, out, renamed)
+    assert after["vmid"] == out["vmid"] and after["name"] == "web1-renamed"
+    assert user_vms(tmp_path)[out["vmid"]]["tags"] == Marker("web1-renamed").tag
+    assert driver.read("proxmox_vm", renamed, after) == after
+    driver.delete("proxmox_vm", renamed, after)
+    assert user_vms(tmp_path) == {}
+
+
+def test_a_lock_held_too_long_is_a_temporary_failure(driver, tmp_path, monkeypatch):
+    from fediversity_providers import Transient
+    from fediversity_providers.providers.proxmox_vm import stub
+
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import sys, time
+        from fediversity_providers.providers.proxmox_vm.stub import StubCluster
+        with StubCluster(sys.argv[1]).transaction():
+            print("locked", flush=True)
+            time.sleep(30)
+    """), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        monkeypatch.setattr(stub, "LOCK_TIMEOUT", 0.3)
+        with pytest.raises(Transient, match="stayed locked"):
+            driver.create("proxmox_vm", vm_inputs(tmp_path))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert driver.create("proxmox_vm", vm_inputs(tmp_path))["vmid"] == 100  # free again once the holder died

@@ -28,9 +28,6 @@ and optionally ``PVE_NODE``, ``PVE_CA_FILE``, ``PVE_VERIFY_TLS=0``).
 
 from __future__ import annotations
 
-import copy
-import functools
-import hashlib
 import json
 import os
 import re
@@ -40,187 +37,27 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
 from .prereq import require
+from .pve_routes import ROUTES, ApiError, Drop, mac, opts
+from .pve_schema import APIDOC_ENV, ApiSchema, apidoc_path, load
 
 __all__ = ["PveEmulator", "ApiSchema", "PveTarget", "apidoc_path", "pve_emulator", "pve_cluster", "APIDOC_ENV"]
-
-APIDOC_ENV = "FEDIVERSITY_PVE_APIDOC"
-COLD_KEYS = ("cores", "memory", "ciuser", "sshkeys", "ipconfig0", "sockets", "cpu")
-BOOLEANS = {"0", "1", "true", "false", "on", "off", "yes", "no"}
-
-
-def apidoc_path() -> Path | None:
-    """Where ``pve-apidoc.json`` is: the environment variable, else beside the checkout."""
-    if os.environ.get(APIDOC_ENV):
-        return Path(os.environ[APIDOC_ENV])
-    repo_root = Path(__file__).resolve().parents[2]
-    for root in (repo_root, Path.cwd()):
-        candidate = root.parent / "shared" / "reference" / "proxmox" / "pve-apidoc.json"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-# -- the API schema ---------------------------------------------------------------------------
-
-def _perl_pattern(pattern: str) -> str:
-    match = re.fullmatch(r"\(\?\^\w*:(.*)\)", pattern, re.S)
-    return match.group(1) if match else pattern
-
-
-class ApiSchema:
-    """Proxmox VE's API schema: which requests exist, and what their parameters must look like."""
-
-    def __init__(self, path: Path) -> None:
-        self.routes: list[tuple[re.Pattern, int, str, dict, list[str]]] = []
-        for root in json.loads(path.read_text()):
-            self._walk(root)
-
-    def _walk(self, node: dict) -> None:
-        segments = node["path"].strip("/").split("/")
-        regex = "/".join("([^/]+)" if s.startswith("{") else re.escape(s) for s in segments)
-        literal = sum(not s.startswith("{") for s in segments)
-        names = [s[1:-1] for s in segments if s.startswith("{")]
-        self.routes.append((re.compile("/" + regex), literal, node["path"], node.get("info", {}), names))
-        for child in node.get("children") or []:
-            self._walk(child)
-
-    def match(self, path: str) -> tuple[str, dict, dict[str, str]] | None:
-        best = None
-        for regex, literal, template, info, names in self.routes:
-            found = regex.fullmatch(path)
-            if found and (best is None or literal > best[0]):
-                best = (literal, template, info, dict(zip(names, found.groups())))
-        return best[1:] if best else None
-
-    def check(self, method: str, path: str, params: dict[str, str]) -> list[str]:
-        """What is wrong with this request by the schema; empty when nothing is."""
-        matched = self.match(path)
-        if matched is None:
-            return [f"no such path in the API: {path}"]
-        template, info, path_params = matched
-        if method not in info:
-            return [f"{template} has no {method} (only {', '.join(sorted(info))})"]
-        properties = info[method].get("parameters", {}).get("properties", {})
-        everything = {**{k: unquote(v) for k, v in path_params.items()}, **params}
-        errors = []
-        for name, value in everything.items():
-            spec = properties.get(name) or properties.get(re.sub(r"\d+$", "[n]", name))
-            if spec is None:
-                errors.append(f"{method} {template}: unknown parameter {name!r}")
-                continue
-            problem = self._check_value(spec, value)
-            if problem:
-                errors.append(f"{method} {template}: parameter {name}={value!r}: {problem}")
-        for name, spec in properties.items():
-            if not spec.get("optional") and "[n]" not in name and name not in everything:
-                errors.append(f"{method} {template}: required parameter {name!r} missing")
-        return errors
-
-    def _check_value(self, spec: dict, value: str) -> str | None:
-        kind = spec.get("type", "string")
-        if kind == "integer":
-            if not re.fullmatch(r"-?\d+", value):
-                return "not an integer"
-            number = int(value)
-            if "minimum" in spec and number < spec["minimum"] or "maximum" in spec and number > spec["maximum"]:
-                return f"out of range [{spec.get('minimum')}, {spec.get('maximum')}]"
-        elif kind == "number":
-            try:
-                float(value)
-            except ValueError:
-                return "not a number"
-        elif kind == "boolean":
-            if value.lower() not in BOOLEANS:
-                return "not a boolean (0/1)"
-        elif kind == "string":
-            if "enum" in spec and value not in spec["enum"]:
-                return f"not one of {spec['enum']}"
-            if "maxLength" in spec and len(value) > spec["maxLength"]:
-                return f"longer than {spec['maxLength']}"
-            if "pattern" in spec and not re.fullmatch(_perl_pattern(spec["pattern"]), value):
-                return f"does not match {spec['pattern']}"
-            fmt = spec.get("format")
-            if isinstance(fmt, dict):
-                return self._check_property_string(fmt, value)
-            if fmt == "urlencoded" and not re.fullmatch(r"[A-Za-z0-9%._~*'()!-]*", value):
-                return "not URL-encoded (spaces must be %20, not '+' or ' ')"
-            if fmt == "pve-vmid" and not re.fullmatch(r"\d+", value):
-                return "not a vmid"
-            if fmt == "pve-qm-ipconfig":
-                return self._check_property_string(
-                    {"ip": {}, "gw": {}, "ip6": {}, "gw6": {}}, value) or (
-                    None if re.fullmatch(r"(ip=(dhcp|\d+\.\d+\.\d+\.\d+/\d+)|gw=\d+\.\d+\.\d+\.\d+|ip6=\S+|gw6=\S+)"
-                                         r"(,(ip=(dhcp|\d+\.\d+\.\d+\.\d+/\d+)|gw=\d+\.\d+\.\d+\.\d+|ip6=\S+|gw6=\S+))*",
-                                         value) else "not an ipconfig")
-            if fmt == "pve-tag-list" and not re.fullmatch(r"([a-z0-9_][a-z0-9_\-+.]*)([;, ][a-z0-9_][a-z0-9_\-+.]*)*",
-                                                          value):
-                return "not a tag list"
-            if fmt == "disk-size" or (spec.get("typetext", "").startswith("\\+?\\d+")):
-                pass
-        return None
-
-    def _check_property_string(self, fmt: dict, value: str) -> str | None:
-        default_key = next((k for k, v in fmt.items() if v.get("default_key")), None)
-        for index, part in enumerate(value.split(",")):
-            key, sep, item = part.partition("=")
-            if not sep:
-                if index == 0 and default_key:
-                    key, item = default_key, part
-                else:
-                    return f"{part!r} is not key=value"
-            sub = fmt.get(key)
-            if sub is None:
-                return f"unknown key {key!r}"
-            if "keyAlias" in sub:
-                continue  # e.g. net0's "virtio=MAC"
-            if "alias" in sub:
-                sub = fmt.get(sub["alias"], {})
-            problem = self._check_value({k: v for k, v in sub.items() if k != "format" or isinstance(v, str)}, item)
-            if problem:
-                return f"{key}: {problem}"
-        return None
-
-
-@functools.cache
-def _schema(path: str) -> ApiSchema:
-    return ApiSchema(Path(path))
-
-
-# -- the emulated cluster ---------------------------------------------------------------------
-
-class ApiError(Exception):
-    def __init__(self, status: int, reason: str, errors: dict | None = None) -> None:
-        super().__init__(reason)
-        self.status, self.reason, self.errors = status, reason, errors
-
-
-class _Drop(Exception):
-    """Carry out the request, then close the connection without an answer."""
-
-
-def _mac(seed: str) -> str:
-    digest = hashlib.sha256(seed.encode()).digest()
-    return "BC:24:11:" + ":".join(f"{b:02X}" for b in digest[:3])
-
-
-def _opts(value: str) -> dict[str, str]:
-    return dict(part.partition("=")[::2] for part in str(value).split(",") if part)
 
 
 class PveEmulator:
     """A Proxmox VE cluster behind its HTTP API; see the module's docstring."""
 
     def __init__(self, *, nodes: tuple[str, ...] = ("pve",), token_id: str = "deployer@pve!ci",
-                 task_seconds: float = 0.05, agent_delay: float = 0.3, schema_path: Path | None = None) -> None:
+                 task_seconds: float = 0.05, agent_delay: float = 0.3, schema_path: Path | None = None,
+                 tls_dir: Path | None = None) -> None:
         path = schema_path or apidoc_path()
         if path is None or not Path(path).is_file():
             raise FileNotFoundError(f"pve-apidoc.json not found; set {APIDOC_ENV}")
-        self.schema = _schema(str(path))
+        self.schema = load(str(path))
         self.nodes = list(nodes)
         self.token_id = token_id
         self.secret = str(uuid.uuid4())
@@ -243,6 +80,9 @@ class PveEmulator:
         self.add_template(9000, "debian-12-cloud", disk_gib=2)
         self.add_template(9001, "nixos-cloud", disk_gib=4)
         self._server: ThreadingHTTPServer | None = None
+        #: With ``tls_dir``, HTTPS with a certificate for 127.0.0.1 signed by a CA in ``ca_file``.
+        self.tls_dir = tls_dir
+        self.ca_file: Path | None = None
 
     # -- set-up and switches --------------------------------------------------------------
 
@@ -251,7 +91,7 @@ class PveEmulator:
             "name": name, "cores": 1, "memory": "512", "template": 1, "agent": "1",
             "scsi0": f"local-lvm:base-{vmid}-disk-0,size={disk_gib}G",
             "ide2": f"local-lvm:vm-{vmid}-cloudinit,media=cdrom", "boot": "order=scsi0;ide2;net0",
-            "net0": f"virtio={_mac(f'template {vmid}')},bridge=vmbr0", "scsihw": "virtio-scsi-pci",
+            "net0": f"virtio={mac(f'template {vmid}')},bridge=vmbr0", "scsihw": "virtio-scsi-pci",
             "ostype": "l26",
         }
         self.vms[vmid] = {"node": node, "config": config, "pending": {}, "status": "stopped",
@@ -268,11 +108,30 @@ class PveEmulator:
             return {vmid: vm["config"].get("name", "") for vmid, vm in self.vms.items()
                     if not vm["config"].get("template") and not vm["foreign"]}
 
+    def settle(self, timeout: float = 30.0) -> None:
+        """Wait until every task has ended (a client may have stopped waiting for some)."""
+        deadline = time.time() + timeout
+        while True:
+            with self.lock:
+                self._tick()
+                if all(task["status"] == "stopped" for task in self.tasks.values()):
+                    return
+            if time.time() > deadline:
+                raise TimeoutError("emulated tasks still running")
+            time.sleep(0.05)
+
     def start(self) -> "PveEmulator":
         handler = type("Handler", (_Handler,), {"emulator": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="pve-emulator", daemon=True).start()
+        if self.tls_dir is not None:
+            import ssl
+
+            self.ca_file, cert, key = _certificates(Path(self.tls_dir))
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(cert, key)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), name="pve-emulator", daemon=True).start()
         return self
 
     def stop(self) -> None:
@@ -290,7 +149,8 @@ class PveEmulator:
     @property
     def url(self) -> str:
         assert self._server is not None, "start() the emulator first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        scheme = "https" if self.tls_dir is not None else "http"
+        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     # -- request handling -----------------------------------------------------------------
 
@@ -321,7 +181,14 @@ class PveEmulator:
             for pattern, verb, action in ROUTES:
                 found = pattern.fullmatch(path)
                 if found and verb == method:
-                    return 200, "OK", action(self, params, **found.groupdict())
+                    try:
+                        data = action(self, params, **found.groupdict())
+                    except Drop:
+                        raise
+                    problems = self.schema.check_answer(method, path, data)
+                    if problems:  # the emulator itself is wrong: say so loudly
+                        self.violations.extend(problems)
+                    return 200, "OK", data
         raise ApiError(501, f"Method '{method} {path}' not implemented")
 
     # -- tasks ----------------------------------------------------------------------------
@@ -337,7 +204,7 @@ class PveEmulator:
                             "early": self.early_400, "log": [f"starting task {kind} {ident}"]}
         self._tick()
         if kind in self.lose_answer:
-            raise _Drop()
+            raise Drop()
         return upid
 
     def _tick(self) -> None:
@@ -362,6 +229,8 @@ class PveEmulator:
         vm = self.vms.get(int(vmid))
         if vm is None or vm["node"] != node:
             raise ApiError(500, f"Configuration file 'nodes/{node}/qemu-server/{vmid}.conf' does not exist")
+        if unlocked and vm.get("destroying"):  # qm destroy holds the config's file lock
+            raise ApiError(500, f"can't lock file '/var/lock/qemu-server/lock-{vmid}.conf' - got timeout")
         if unlocked and vm["config"].get("lock"):
             raise ApiError(500, f"VM is locked ({vm['config']['lock']})")
         return vm
@@ -374,8 +243,42 @@ class PveEmulator:
         return config
 
     def _address(self, vmid: int, vm: dict[str, Any]) -> str:
-        ip = _opts((vm["booted"] or {}).get("ipconfig0", "ip=dhcp")).get("ip", "dhcp")
+        ip = opts((vm["booted"] or {}).get("ipconfig0", "ip=dhcp")).get("ip", "dhcp")
         return f"10.{(vmid >> 16) & 255}.{(vmid >> 8) & 255}.{vmid & 255}" if ip == "dhcp" else ip.split("/")[0]
+
+
+def _certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA, and a server certificate for 127.0.0.1 it signed: (ca.pem, server.pem, server-key.pem)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Emulated Proxmox VE CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = directory / "ca.pem", directory / "server.pem", directory / "server-key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -391,7 +294,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             status, reason, data = self.emulator.handle(self.command, self.path, self.headers, body)
             document: dict[str, Any] = {"data": data}
-        except _Drop:
+        except Drop:
             self.close_connection = True
             return
         except ApiError as error:
@@ -406,270 +309,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = _serve
 
-
-# -- routes: (path regex, method, action(emulator, params, **path groups)) -------------------
-
-def _version(em: PveEmulator, params: dict) -> Any:
-    return {"version": "8.3.0", "release": "8.3", "repoid": "emulated"}
-
-
-def _nodes(em: PveEmulator, params: dict) -> Any:
-    return [{"node": n, "status": "online", "type": "node", "id": f"node/{n}"} for n in em.nodes]
-
-
-def _nextid(em: PveEmulator, params: dict) -> Any:
-    vmid = 100
-    while vmid in em.vms:
-        vmid += 1
-    return str(vmid)
-
-
-def _resources(em: PveEmulator, params: dict) -> Any:
-    result = []
-    for vmid, vm in sorted(em.vms.items()):
-        config = em._merged(vm)
-        item = {"id": f"qemu/{vmid}", "type": "qemu", "vmid": vmid, "node": vm["node"],
-                "name": config.get("name", ""), "status": vm["status"], "template": int(bool(config.get("template"))),
-                "maxcpu": int(config.get("cores", 1)), "maxmem": int(_opts(config.get("memory", "512")).get(
-                    "current", str(config.get("memory", "512")).split(",")[0])) * 1024**2}
-        for key in ("tags", "lock"):
-            if config.get(key):
-                item[key] = config[key]
-        result.append(item)
-    return result if params.get("type") in (None, "vm") else []
-
-
-def _clone(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
-    source = em._vm(node, vmid)
-    newid = int(params["newid"])
-    target = params.get("target", node)
-    if target not in em.nodes:
-        raise ApiError(500, f"no such cluster node '{target}'")
-    if em.steal_ids > 0 and newid not in em.vms:
-        em.steal_ids -= 1
-        em.vms[newid] = {"node": target, "config": {"name": "someone-else", "cores": 1, "memory": "512",
-                                                    "net0": f"virtio={_mac(f'foreign {newid}')},bridge=vmbr0",
-                                                    "scsi0": f"local-lvm:vm-{newid}-disk-0,size=1G"},
-                         "pending": {}, "status": "stopped", "booted": None, "agent_at": None, "foreign": True}
-    if newid in em.vms:
-        raise ApiError(500, f"unable to create VM {newid}: config file already exists")
-    full = params.get("full", "0").lower() in ("1", "true", "on", "yes")
-    if not source["config"].get("template") and not full:
-        raise ApiError(500, "Linked clone feature is not supported for VMs that are not templates")
-    config = copy.deepcopy({k: v for k, v in em._merged(source).items() if k not in ("template", "tags", "digest")})
-    for key, value in list(config.items()):
-        if re.fullmatch(r"(scsi|virtio|sata|ide)\d+", key):
-            volume, _, rest = value.partition(",")
-            store = params.get("storage") if full and params.get("storage") else volume.split(":")[0]
-            config[key] = f"{store}:vm-{newid}-{'cloudinit' if 'cloudinit' in volume else 'disk-0'}" + (
-                f",{rest}" if rest else "")
-    model, _, rest = config["net0"].partition(",")
-    config["net0"] = f"{model.split('=')[0]}={_mac(f'vm {newid} {time.time()}')}" + (f",{rest}" if rest else "")
-    config.update(name=params.get("name", f"Copy-of-VM-{source['config'].get('name')}"), lock="clone")
-    if "description" in params:
-        config["description"] = params["description"]
-    em.vms[newid] = {"node": target, "config": config, "pending": {}, "status": "stopped", "booted": None,
-                     "agent_at": None, "foreign": False}
-
-    def done() -> None:
-        em.vms[newid]["config"].pop("lock", None)
-
-    upid = None
-    try:
-        upid = em._task(node, "qmclone", vmid, done)
-    finally:
-        if upid is None:  # the answer is lost: find the task to mark its target anyway
-            upid = list(em.tasks)[-1]
-        em.tasks[upid]["target"] = str(newid)
-    return upid
-
-
-def _get_config(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
-    vm = em._vm(node, vmid)
-    config = dict(vm["config"]) if params.get("current") in ("1", "true") else em._merged(vm)
-    for key in ("cores", "sockets", "template"):  # typed as integers in Proxmox's answer
-        if key in config:
-            config[key] = int(config[key])
-    config["digest"] = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()
-    return config
-
-
-def _set_config(em: PveEmulator, params: dict, node: str, vmid: str, *, asynchronous: bool = True) -> Any:
-    vm = em._vm(node, vmid, unlocked=True)
-    running = vm["status"] == "running"
-    changes: dict[str, Any] = {k: v for k, v in params.items() if k not in ("delete", "digest", "node", "vmid")}
-    for key in filter(None, params.get("delete", "").split(",")):
-        changes[key.strip()] = None
-    for key, value in changes.items():
-        if running and key in COLD_KEYS:
-            if vm["config"].get(key) == value:
-                vm["pending"].pop(key, None)
-            else:
-                vm["pending"][key] = value
-        elif value is None:
-            vm["config"].pop(key, None)
-        else:
-            vm["config"][key] = value
-    return em._task(node, "qmconfig", vmid) if asynchronous else None
-
-
-def _pending(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
-    vm = em._vm(node, vmid)
-    items = []
-    for key in sorted(set(vm["config"]) | set(vm["pending"])):
-        item: dict[str, Any] = {"key": key}
-        if key in vm["config"]:
-            item["value"] = vm["config"][key]
-        if key in vm["pending"]:
-            if vm["pending"][key] is None:
-                item["delete"] = 1
-            else:
-                item["pending"] = vm["pending"][key]
-        items.append(item)
-    return items
-
-
-def _resize(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
-    vm = em._vm(node, vmid, unlocked=True)
-    disk = params["disk"]
-    if disk not in vm["config"]:
-        raise ApiError(500, f"disk '{disk}' does not exist")
-    volume, _, rest = vm["config"][disk].partition(",")
-    options = _opts(rest)
-    current = int(options.get("size", "0G").rstrip("G"))
-    wanted = params["size"]
-    size = current + int(wanted[1:].rstrip("G")) if wanted.startswith("+") else int(wanted.rstrip("G"))
-    if size < current:
-        raise ApiError(500, "shrinking disks is not supported")
-    options["size"] = f"{size}G"
-
-    def done() -> None:
-        vm["config"][disk] = volume + "," + ",".join(f"{k}={v}" for k, v in options.items())
-
-    return em._task(node, "qmresize", vmid, done)
-
-
-def _current(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
-    vm = em._vm(node, vmid)
-    config = em._merged(vm)
-    return {"vmid": int(vmid), "name": config.get("name", ""), "status": vm["status"],
-            "qmpstatus": vm["status"], "agent": int(config.get("agent", "0").split(",")[0].endswith("1")),
-            "cpus": int(config.get("cores", 1)), **({"lock": config["lock"]} if config.get("lock") else {})}
-
-
-def _start(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
-    vm = em._vm(node, vmid, unlocked=True)
-    if vm["config"].get("template"):
-        raise ApiError(500, "you can't start a vm if it's a template")
-
-    def done() -> None:
-        if vm["status"] == "running":
-            return
-        for key, value in vm["pending"].items():
-            if value is None:
-                vm["config"].pop(key, None)
-            else:
-                vm["config"][key] = value
-        vm["pending"].clear()
-        vm["status"] = "running"
-        vm["booted"] = {k: vm["config"].get(k) for k in COLD_KEYS}
-        agent = vm["config"].get("agent", "0").split(",")[0].endswith("1")
-        vm["agent_at"] = None if em.agent_never or not agent else time.time() + em.agent_delay
-
-    return em._task(node, "qmstart", vmid, done)
-
-
-def _stop(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
-    vm = em._vm(node, vmid, unlocked=True)
-
-    def done() -> None:
-        vm.update(status="stopped", booted=None, agent_at=None)
-
-    return em._task(node, "qmstop", vmid, done)
-
-
-def _destroy(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
-    vm = em._vm(node, vmid, unlocked=True)
-    if vm["status"] == "running":
-        raise ApiError(500, f"VM {vmid} is running - destroy failed")
-
-    def done() -> None:
-        em.vms.pop(int(vmid), None)
-
-    return em._task(node, "qmdestroy", vmid, done)
-
-
-def _agent(em: PveEmulator, node: str, vmid: str) -> dict[str, Any]:
-    vm = em._vm(node, vmid)
-    if vm["status"] != "running":
-        raise ApiError(500, f"VM {vmid} is not running")
-    if vm["agent_at"] is None or time.time() < vm["agent_at"]:
-        raise ApiError(500, "QEMU guest agent is not running")
-    return vm
-
-
-def _ping(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
-    _agent(em, node, vmid)
-    return {"result": {}}
-
-
-def _interfaces(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
-    vm = _agent(em, node, vmid)
-    mac = re.search(r"([0-9A-F]{2}(:[0-9A-F]{2}){5})", vm["config"]["net0"], re.I).group(1).lower()
-    return {"result": [
-        {"name": "lo", "hardware-address": "00:00:00:00:00:00",
-         "ip-addresses": [{"ip-address": "127.0.0.1", "ip-address-type": "ipv4", "prefix": 8}]},
-        {"name": "eth0", "hardware-address": mac,
-         "ip-addresses": [{"ip-address": em._address(int(vmid), vm), "ip-address-type": "ipv4", "prefix": 24},
-                          {"ip-address": "fe80::be24:11ff:fe00:1", "ip-address-type": "ipv6", "prefix": 64}]},
-    ]}
-
-
-def _task_status(em: PveEmulator, params: dict, node: str, upid: str) -> Any:
-    task = em.tasks.get(unquote(upid))
-    if task is None or task["node"] != node:
-        raise ApiError(400, "Parameter verification failed", {"upid": "no such task"})
-    if task["early"] > 0:
-        task["early"] -= 1
-        raise ApiError(400, "Parameter verification failed", {"upid": "no such task"})
-    answer = {"upid": unquote(upid), "node": node, "pid": 1, "pstart": 1, "starttime": int(time.time()),
-              "type": task["type"], "id": task["id"], "user": em.token_id, "status": task["status"]}
-    if task["status"] == "stopped":
-        answer["exitstatus"] = task["exitstatus"]
-    return answer
-
-
-def _task_log(em: PveEmulator, params: dict, node: str, upid: str) -> Any:
-    task = em.tasks.get(unquote(upid))
-    if task is None:
-        raise ApiError(400, "Parameter verification failed", {"upid": "no such task"})
-    return [{"n": i + 1, "t": line} for i, line in enumerate(task["log"])]
-
-
-_VM = r"/nodes/(?P<node>[^/]+)/qemu/(?P<vmid>\d+)"
-ROUTES = [(re.compile(p), m, a) for p, m, a in [
-    (r"/version", "GET", _version),
-    (r"/nodes", "GET", _nodes),
-    (r"/cluster/nextid", "GET", _nextid),
-    (r"/cluster/resources", "GET", _resources),
-    (_VM + "/clone", "POST", _clone),
-    (_VM + "/config", "GET", _get_config),
-    (_VM + "/config", "POST", _set_config),
-    (_VM + "/config", "PUT", functools.partial(_set_config, asynchronous=False)),
-    (_VM + "/pending", "GET", _pending),
-    (_VM + "/resize", "PUT", _resize),
-    (_VM + "/status/current", "GET", _current),
-    (_VM + "/status/start", "POST", _start),
-    (_VM + "/status/stop", "POST", _stop),
-    (_VM, "DELETE", _destroy),
-    (_VM + "/agent/ping", "POST", _ping),
-    (_VM + "/agent/network-get-interfaces", "GET", _interfaces),
-    (r"/nodes/(?P<node>[^/]+)/tasks/(?P<upid>[^/]+)/status", "GET", _task_status),
-    (r"/nodes/(?P<node>[^/]+)/tasks/(?P<upid>[^/]+)/log", "GET", _task_log),
-]]
-
-
-# -- what tests point proxmox_vm at -----------------------------------------------------------
 
 class PveTarget:
     """A cluster to test against: the emulator, or a real one named by environment variables."""

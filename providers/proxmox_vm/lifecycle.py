@@ -111,7 +111,7 @@ def create(inputs: dict[str, Any], ctx: Context) -> dict[str, Any]:
         _converge(backend, ref, spec, inputs, ctx, current.disk_gib, fresh=cloned)
         wait = _agent_wait(inputs, ctx) if inputs.get("started", True) else 0.0
         state = backend.status(ref, spec.marker, wait_agent=wait)
-    except BaseException:
+    except Exception:  # (not on SIGTERM/SIGINT: stop at once; the marker lets a retry adopt the VM)
         if cloned:  # leave no VM behind that no outputs will name
             ctx.progress("cleaning up", f"removing VM {ref.vmid} after the failed create")
             try:

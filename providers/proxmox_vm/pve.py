@@ -225,9 +225,9 @@ class PveBackend:
         options["bridge"] = spec.bridge
         net0 = ",".join(f"{k}={v}" if v else k for k, v in {model: mac, **{k: v for k, v in options.items()
                                                                              if k != model}}.items())
-        tags = [t for t in re.split(r"[;, ]", config.get("tags") or "") if t]
-        if spec.marker.tag not in tags:
-            tags.append(spec.marker.tag)
+        # Other tags stay; an earlier marker (the VM was renamed) goes.
+        tags = [t for t in re.split(r"[;, ]", config.get("tags") or "") if t and not t.startswith("fdp-")]
+        tags.append(spec.marker.tag)
         params: dict[str, Any] = {
             "name": spec.name, "cores": spec.cores, "memory": str(spec.memory_mib), "agent": "1",
             "net0": net0, "ipconfig0": spec.ipconfig0, "tags": ";".join(tags),
@@ -305,6 +305,7 @@ class PveBackend:
         """The IPv4 address the guest agent reports on the interface with ``mac``; None if it won't say."""
         deadline = time.monotonic() + wait
         announced = False
+        pause = 0.1
         while True:
             try:
                 self.client.request("POST", self._vm_path(ref) + "/agent/ping")
@@ -325,7 +326,8 @@ class PveBackend:
             if not announced:
                 self._progress("waiting", f"for the guest agent of VM {ref.vmid} to report its address")
                 announced = True
-            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 1.5, 2.0)
 
     def delete(self, ref: VmRef, marker: Marker) -> None:
         try:

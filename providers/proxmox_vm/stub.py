@@ -1,9 +1,10 @@
 """The stub backend: a simulated Proxmox VE cluster in a local state directory.
 
 The whole cluster is one JSON document, ``cluster.json``, in the state
-directory.  Every operation takes an exclusive file lock (``cluster.lock``,
-via filelock), reads the document, changes it and writes it back atomically
-(a temporary file in the same directory, fsync, ``os.replace``), so that
+directory.  Every operation takes an exclusive file lock (``cluster.lock``:
+``flock(2)``, or the filelock package where there is no ``fcntl``), reads
+the document, changes it and writes it back atomically (a temporary file in
+the same directory, fsync, ``os.replace``), so that
 concurrent provider processes see one consistent cluster, two creates never
 get the same vmid, and a process killed at any instant leaves either the old
 or the new document, never half of one.
@@ -37,7 +38,7 @@ import copy
 import hashlib
 import json
 import os
-import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -88,42 +89,64 @@ def default_state_dir() -> Path:
     return Path(base) / "fediversity-providers" / "proxmox-stub"
 
 
+_CLUSTERS: dict[str, "StubCluster"] = {}
+
+
 class StubCluster:
     """The simulated cluster in ``state_dir``; every change is one locked, atomic transaction."""
 
     def __init__(self, state_dir: str | os.PathLike[str] | None = None) -> None:
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
         self.path = self.state_dir / STATE_FILE
+        self._path = str(self.path)
+        self._cache: tuple[tuple[int, int, int], dict[str, Any]] | None = None
+
+    @classmethod
+    def at(cls, state_dir: str | os.PathLike[str] | None) -> "StubCluster":
+        """The cluster in ``state_dir``, one object per directory and process (it keeps the read cache)."""
+        key = str(state_dir or default_state_dir())
+        cluster = _CLUSTERS.get(key)
+        if cluster is None:
+            cluster = _CLUSTERS[key] = cls(key)
+        return cluster
 
     @contextmanager
     def transaction(self) -> Iterator[dict[str, Any]]:
         """The cluster document, locked; written back (atomically) if the block changed it."""
-        import filelock
-
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise InvalidInput(f"cannot create the stub's state directory {self.state_dir}: {error}",
                                field="stub.stateDir", hint="choose a writable directory") from error
-        lock = filelock.FileLock(str(self.state_dir / LOCK_FILE), timeout=LOCK_TIMEOUT)
-        try:
-            lock.acquire()
-        except filelock.Timeout as error:
-            raise Transient(f"the stub's cluster {self.state_dir} stayed locked for {LOCK_TIMEOUT:.0f} s",
-                            hint="another provider process holds it; retry") from error
-        try:
+        with _locked(self.state_dir / LOCK_FILE, self.state_dir):
             state = self._load()
             before = copy.deepcopy(state)
             yield state
             if state != before:
                 self._save(state)
-        finally:
-            lock.release()
+
+    def read(self) -> dict[str, Any]:
+        """The cluster document as it is now, without taking the lock; do not change it.
+
+        Writers replace the file atomically, so a reader always sees one whole
+        state.  Reads are NixOps4's most frequent request: the parsed document
+        is kept while the file's identity (inode, size, mtime) stays the same.
+        """
+        try:
+            with open(self._path, "rb") as f:
+                st = os.fstat(f.fileno())
+                key = (st.st_ino, st.st_size, st.st_mtime_ns)
+                if self._cache is not None and self._cache[0] == key:
+                    return self._cache[1]
+                state = self._parse(f.read())
+        except FileNotFoundError:
+            return {"version": 1, "nodes": ["pve"], "vms": copy.deepcopy(TEMPLATES)}
+        self._cache = (key, state)
+        return state
 
     def snapshot(self) -> dict[str, Any]:
         """A copy of the cluster document as it is now."""
-        with self.transaction() as state:
-            return copy.deepcopy(state)
+        return copy.deepcopy(self.read())
 
     def _load(self) -> dict[str, Any]:
         for leftover in self.state_dir.glob(f".{STATE_FILE}.*.tmp"):  # a writer died before its replace
@@ -132,6 +155,9 @@ class StubCluster:
             text = self.path.read_text()
         except FileNotFoundError:
             return {"version": 1, "nodes": ["pve"], "vms": copy.deepcopy(TEMPLATES)}
+        return self._parse(text)
+
+    def _parse(self, text: str | bytes) -> dict[str, Any]:
         try:
             state = json.loads(text)
             if state.get("version") != 1:
@@ -142,15 +168,16 @@ class StubCluster:
                                 field="stub.stateDir", hint="remove it to start from a fresh cluster") from error
 
     def _save(self, state: dict[str, Any]) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=f".{STATE_FILE}.", suffix=".tmp")
+        tmp = self.state_dir / f".{STATE_FILE}.{os.getpid()}.tmp"
         try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             with os.fdopen(fd, "w") as f:
                 json.dump(state, f, indent=1, sort_keys=True)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
         dir_fd = os.open(self.state_dir, os.O_RDONLY)
         try:
@@ -159,27 +186,68 @@ class StubCluster:
             os.close(dir_fd)
 
 
+@contextmanager
+def _locked(path: Path, state_dir: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` between processes, released when the block ends or the process dies.
+
+    On POSIX this is ``flock(2)`` straight away (what the filelock package does
+    there too, at a fraction of its import time: provider start-up is the hot
+    path); elsewhere the filelock package.
+    """
+    busy = Transient(f"the stub's cluster {state_dir} stayed locked for {LOCK_TIMEOUT:.0f} s",
+                     hint="another provider process holds it; retry")
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        import filelock
+
+        try:
+            with filelock.FileLock(str(path), timeout=LOCK_TIMEOUT):
+                yield
+        except filelock.Timeout:
+            raise busy from None
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        pause = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise busy from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 class StubBackend:
     """:class:`~.backend.Backend` on a :class:`StubCluster`."""
 
     kind = "stub"
 
     def __init__(self, state_dir: str | os.PathLike[str] | None = None, ctx: Context | None = None) -> None:
-        self.cluster = StubCluster(state_dir)
+        self.cluster = StubCluster.at(state_dir)
         self.ctx = ctx
 
     # -- helpers ----------------------------------------------------------------
 
     def _vm(self, state: dict[str, Any], ref: VmRef, marker: Marker | None = None) -> dict[str, Any]:
         vm = state["vms"].get(str(ref.vmid))
-        where = f"VM {ref.vmid} on node {ref.node!r} of the simulated cluster {self.cluster.state_dir}"
-        hint = "it was deleted, or removed outside this provider; create the resource again for a new VM"
         if vm is None or vm["node"] != ref.node or vm["template"]:
-            raise NotFound(f"{where} does not exist", hint=hint)
+            raise self._gone(ref, "does not exist")
         if marker is not None and not marker.carried_by(vm["tags"], vm["description"]):
-            raise NotFound(f"{where} does not carry the marker {marker.tag} of {marker.name!r}: "
-                           "the VM that had this vmid is gone and another took its place", hint=hint)
+            raise self._gone(ref, f"does not carry the marker {marker.tag} of {marker.name!r}: "
+                                  "the VM that had this vmid is gone and another took its place")
         return vm
+
+    def _gone(self, ref: VmRef, why: str) -> NotFound:
+        return NotFound(f"VM {ref.vmid} on node {ref.node!r} of the simulated cluster {self.cluster.state_dir} {why}",
+                        hint="it was deleted, or removed outside this provider; create the resource again for a new VM")
 
     def _template(self, state: dict[str, Any], template: str) -> dict[str, Any]:
         if template.isdigit():
@@ -208,10 +276,10 @@ class StubBackend:
     # -- the Backend interface --------------------------------------------------
 
     def find(self, marker: Marker) -> VmRef | None:
-        with self.cluster.transaction() as state:
-            for vm in sorted(state["vms"].values(), key=lambda vm: vm["vmid"]):
-                if not vm["template"] and marker.carried_by(vm["tags"], vm["description"]):
-                    return VmRef(vm["vmid"], vm["node"])
+        state = self.cluster.read()
+        for vm in sorted(state["vms"].values(), key=lambda vm: vm["vmid"]):
+            if not vm["template"] and marker.carried_by(vm["tags"], vm["description"]):
+                return VmRef(vm["vmid"], vm["node"])
         return None
 
     def clone(self, template: str, node: str, spec: VmSpec, *, full: bool, storage: str | None) -> VmRef:
@@ -267,22 +335,25 @@ class StubBackend:
             vm["status"], vm["booted"] = "stopped", None
 
     def status(self, ref: VmRef, marker: Marker, *, wait_agent: float = 0.0) -> VmState:
-        with self.cluster.transaction() as state:
-            vm = self._vm(state, ref, marker)
-            running = vm["status"] == "running"
-            booted = vm["booted"] or {}
-            address = None
-            if running:
-                ipconfig = dict(part.split("=", 1) for part in booted["ipconfig0"].split(","))
-                address = _dhcp_lease(ref.vmid) if ipconfig["ip"] == "dhcp" else ipconfig["ip"].split("/")[0]
-            return VmState(
-                ref=ref, name=vm["name"], running=running, mac_address=vm["net0"]["mac"],
-                ipv4_address=address, cores=vm["cores"], memory_mib=vm["memory"],
-                disk_gib=vm["disk"]["sizeGiB"],
-                pending_reboot=running and any(booted.get(key) != vm[key] for key in COLD_KEYS),
-            )
+        vm = self._vm(self.cluster.read(), ref, marker)
+        running = vm["status"] == "running"
+        booted = vm["booted"] or {}
+        address = None
+        if running:
+            ipconfig = dict(part.split("=", 1) for part in booted["ipconfig0"].split(","))
+            address = _dhcp_lease(ref.vmid) if ipconfig["ip"] == "dhcp" else ipconfig["ip"].split("/")[0]
+        return VmState(
+            ref=ref, name=vm["name"], running=running, mac_address=vm["net0"]["mac"],
+            ipv4_address=address, cores=vm["cores"], memory_mib=vm["memory"],
+            disk_gib=vm["disk"]["sizeGiB"],
+            pending_reboot=running and any(booted.get(key) != vm[key] for key in COLD_KEYS),
+        )
 
     def delete(self, ref: VmRef, marker: Marker) -> None:
+        try:
+            self._vm(self.cluster.read(), ref, marker)
+        except NotFound:
+            return  # gone already, or not ours: nothing to take the lock for
         with self.cluster.transaction() as state:
             try:
                 self._vm(state, ref, marker)
