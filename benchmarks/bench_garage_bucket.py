@@ -54,7 +54,7 @@ def main() -> None:
 
     def inputs(prefix: str, i: int) -> dict:
         return {"adminEndpoint": emu.endpoint, "adminTokenFile": str(token), "adminApiVersion": "v2",
-                "s3Endpoint": s3.endpoint, "globalAlias": f"{prefix}-{i:03d}",
+                "s3Endpoint": emu.s3_endpoint, "globalAlias": f"{prefix}-{i:03d}",
                 "keys": [{"name": "app", "write": True}]}
 
     try:

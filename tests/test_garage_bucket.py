@@ -342,7 +342,7 @@ def test_v1_deletes_on_garage_2_say_what_to_do(garage_emulator, garage_s3, drive
     emu = garage_emulator  # Garage 2.x, which serves v1 except its deletes
     token_file = tmp_path / "token"
     token_file.write_text(emu.token)
-    garage = GarageTarget(admin_endpoint=emu.endpoint, s3_endpoint=garage_s3.endpoint, token=emu.token,
+    garage = GarageTarget(admin_endpoint=emu.endpoint, s3_endpoint=emu.s3_endpoint, token=emu.token,
                           token_file=token_file, api_version="v1", emulator=emu)
     inputs = garage.inputs(alias())
     outputs = driver.create(T, inputs)
@@ -505,7 +505,7 @@ def test_any_settings_converge_and_read_back(garage_s3, tmp_path):
         emu = emulators[version]
         token.write_text(emu.token)
         base = {"adminEndpoint": emu.endpoint, "adminTokenFile": str(token), "adminApiVersion": version,
-                "s3Endpoint": garage_s3.endpoint, "globalAlias": alias()}
+                "s3Endpoint": emu.s3_endpoint, "globalAlias": alias()}
         a, b = dict(base, **first), dict(base, **second)
         outputs = driver.create(T, a)
         assert driver.read(T, a, outputs) == outputs
@@ -568,3 +568,24 @@ def test_inputs_refused_before_any_request(garage, driver, change, field):
         driver.create(T, dict(garage.inputs(alias()), **change))
     if garage.emulator is not None:
         assert garage.emulator.requests == []
+
+
+def test_s3_permissions_are_enforced_as_on_garage(garage, driver):
+    """The S3 side refuses what Garage refuses, so the tests above prove the provider uses the right keys."""
+    from minio.error import S3Error
+
+    from fediversity_providers.providers.garage_bucket.s3 import S3
+
+    emu = garage.require_emulator()
+    inputs = garage.inputs(alias(), keys=[{"name": "app", "write": True}, {"name": "reader"}])
+    outputs = driver.create(T, inputs)
+    put_object(garage, outputs, "app")
+    with pytest.raises(S3Error, match="AccessDenied"):
+        put_object(garage, outputs, "reader")
+    creds = outputs["keys"]["app"]
+    with pytest.raises(Exception, match="AccessDenied"):  # CORS needs owner
+        S3(garage.s3_endpoint, garage.region, creds["accessKeyId"], creds["secretAccessKey"]).set_cors(
+            outputs["globalAlias"], [{"allowedOrigins": ["*"], "allowedMethods": ["GET"]}])
+    assert len(emu.s3_gate.refused) == 2
+    emu.s3_gate.refused.clear()
+    driver.delete(T, dict(inputs, forceDestroy=True), outputs)

@@ -108,6 +108,8 @@ def garage_emulator(garage_s3, request):
     yield emu
     emu.close()
     assert not emu.violations, "admin API traffic outside the official documents:\n" + "\n".join(emu.violations)
+    refused = emu.s3_gate.refused if emu.s3_gate is not None else []
+    assert not refused, "S3 requests Garage would refuse:\n" + "\n".join(refused)
 
 
 @pytest.fixture(params=_garage_params())
@@ -129,11 +131,13 @@ def garage(request, garage_s3, tmp_path):
     emu = GarageEmulator(1 if request.param == "v1" else 2, s3=garage_s3)
     token_file.write_text(emu.token + "\n")
     try:
-        yield GarageTarget(admin_endpoint=emu.endpoint, s3_endpoint=garage_s3.endpoint, token=emu.token,
+        yield GarageTarget(admin_endpoint=emu.endpoint, s3_endpoint=emu.s3_endpoint, token=emu.token,
                            token_file=token_file, api_version=request.param, emulator=emu)
     finally:
         emu.close()
     assert not emu.violations, "admin API traffic outside the official documents:\n" + "\n".join(emu.violations)
+    refused = emu.s3_gate.refused if emu.s3_gate is not None else []
+    assert not refused, "S3 requests Garage would refuse:\n" + "\n".join(refused)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -151,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     s3 = MotoS3(args.s3_port)
     emu = GarageEmulator(args.garage_version, s3=s3, port=args.admin_port)
     Path(args.token_file).write_text(emu.token + "\n")
-    print(f"admin API {emu.endpoint}  S3 {s3.endpoint}  token in {args.token_file}", flush=True)
+    print(f"admin API {emu.endpoint}  S3 {emu.s3_endpoint}  token in {args.token_file}", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

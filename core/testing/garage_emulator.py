@@ -128,10 +128,20 @@ class GarageEmulator:
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
         self.endpoint = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        #: the S3 endpoint to use: moto behind a gate that checks keys' permissions as Garage does
+        self.s3_gate = None
+        self.s3_endpoint = None
+        if s3 is not None:
+            from .garage_s3 import S3Gate
+
+            self.s3_gate = S3Gate(self, s3.endpoint)
+            self.s3_endpoint = self.s3_gate.endpoint
 
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        if self.s3_gate is not None:
+            self.s3_gate.close()
         if self.s3 is not None:
             for bucket in self.buckets.values():
                 for alias in bucket["aliases"]:
