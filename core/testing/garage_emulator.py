@@ -107,7 +107,7 @@ class GarageEmulator:
     """Garage's admin API, emulated; ``endpoint`` is its URL, ``token`` its admin token."""
 
     def __init__(self, garage_version: int = 2, *, token: str | None = None, s3: MotoS3 | None = None,
-                 spec_dir=None, port: int = 0) -> None:
+                 spec_dir=None, port: int = 0, s3_port: int = 0) -> None:
         self.garage_version = garage_version
         self.token = token or secrets.token_hex(16)
         self.s3 = s3
@@ -134,7 +134,7 @@ class GarageEmulator:
         if s3 is not None:
             from .garage_s3 import S3Gate
 
-            self.s3_gate = S3Gate(self, s3.endpoint)
+            self.s3_gate = S3Gate(self, s3.endpoint, s3_port)
             self.s3_endpoint = self.s3_gate.endpoint
 
     def close(self) -> None:

@@ -51,7 +51,7 @@ def access_key(headers, query: dict[str, str]) -> str | None:
 class S3Gate:
     """Checks each S3 request against ``emulator``'s keys and permissions, then forwards it to ``upstream``."""
 
-    def __init__(self, emulator: "GarageEmulator", upstream: str) -> None:
+    def __init__(self, emulator: "GarageEmulator", upstream: str, port: int = 0) -> None:
         self.emulator = emulator
         self.upstream = urllib.parse.urlsplit(upstream).netloc
         self.refused: list[str] = []
@@ -61,7 +61,7 @@ class S3Gate:
             pass
 
         Handler.gate = gate
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
