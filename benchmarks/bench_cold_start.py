@@ -17,13 +17,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-SERVE = [sys.executable, "-m", "fediversity_providers", "serve"]
+# What NixOps4 runs: the console script next to this interpreter (python -m
+# would add runpy's own imports), else the module.
+_SCRIPT = os.path.join(os.path.dirname(sys.executable), "fediversity-provider")
+SERVE = [_SCRIPT, "serve"] if os.path.exists(_SCRIPT) else [sys.executable, "-m", "fediversity_providers", "serve"]
 
 
 def vm_inputs(state_dir: str, name: str) -> dict:
@@ -32,10 +37,15 @@ def vm_inputs(state_dir: str, name: str) -> dict:
             "stub": {"stateDir": state_dir}}
 
 
-def timed(argv: list[str], stdin: bytes = b"") -> tuple[float, bytes]:
+def timed(argv: list[str], stdin: bytes = b"") -> tuple[float, float, bytes]:
+    """Wall seconds, CPU seconds (user + system, which a loaded machine inflates less), stdout."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(argv, input=stdin, capture_output=True, check=True)
-    return time.perf_counter() - start, done.stdout
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, done.stdout
 
 
 def main() -> None:
@@ -45,18 +55,21 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as state_dir:
-        bare, cold = [], []
+        bare, cold, bare_cpu, cold_cpu = [], [], [], []
         outputs = None
         for i in range(args.runs):
-            bare.append(timed([sys.executable, "-c", "pass"])[0])
+            wall, cpu, _ = timed([sys.executable, "-c", "pass"])
+            bare.append(wall)
+            bare_cpu.append(cpu)
             request = {"createResourceRequest": {"type": "proxmox_vm", "isStateful": True,
                                                  "inputProperties": vm_inputs(state_dir, f"vm{i}")}}
-            seconds, out = timed(SERVE, (json.dumps(request) + "\n").encode())
+            wall, cpu, out = timed(SERVE, (json.dumps(request) + "\n").encode())
             answer = json.loads(out)
             if "createResourceResponse" not in answer:
                 sys.exit(f"create failed: {answer}")
             outputs = answer["createResourceResponse"]["outputProperties"]
-            cold.append(seconds)
+            cold.append(wall)
+            cold_cpu.append(cpu)
 
         read = {"readResourceRequest": {"resource": {"type": "proxmox_vm", "inputProperties": vm_inputs(state_dir, f"vm{args.runs - 1}"),
                                                      "outputProperties": outputs}}}
@@ -77,8 +90,10 @@ def main() -> None:
 
     bare_median, cold_median = statistics.median(bare), statistics.median(cold)
     per_second = args.reads / warm
+    cpu_ratio = statistics.median(cold_cpu) / statistics.median(bare_cpu)
     print(f"cold start: serve + one proxmox_vm create = {cold_median / bare_median:.2f}x a bare "
-          f"'python3 -c pass' (medians of {args.runs} alternating runs each)")
+          f"'python3 -c pass' in wall time, {cpu_ratio:.2f}x in CPU time "
+          f"(medians of {args.runs} alternating runs each; {' '.join(os.path.basename(a) for a in SERVE)})")
     print(f"warm: {per_second:.0f} proxmox_vm reads per second on one process "
           f"= {per_second * cold_median:.0f}x the rate of cold processes")
 

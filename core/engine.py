@@ -12,7 +12,6 @@ import time
 import traceback
 from typing import Any
 
-from . import messages as m
 from . import redact, schema
 from .errors import InvalidInput, ProviderError
 from .plugins import Registry
@@ -25,36 +24,41 @@ TIMEOUT_ENV = "FEDIVERSITY_PROVIDERS_TIMEOUT"
 log = logging.getLogger("fediversity_providers")
 
 _VERBS = {
-    m.CreateResourceRequest: "creating",
-    m.UpdateResourceRequest: "updating",
-    m.ReadResourceRequest: "reading",
-    m.DeleteResourceRequest: "deleting",
-    m.StateResourceReadRequest: "reading the state of",
-    m.StateResourceEvent: "recording a state event of",
+    "createResourceRequest": "creating",
+    "updateResourceRequest": "updating",
+    "readResourceRequest": "reading",
+    "deleteResourceRequest": "deleting",
+    "stateResourceReadRequest": "reading the state of",
+    "stateResourceEvent": "recording a state event of",
 }
 
 
 class Engine:
-    """Turns request objects into response objects; never raises for a bad request."""
+    """Turns a request's ``(kind, body)`` into the response's; never raises for a bad request.
+
+    It works on the wire's plain JSON (checked by :mod:`wire`), not on the
+    attrs classes of :mod:`messages`, to keep attrs and cattrs off the
+    provider's start-up path.
+    """
 
     def __init__(self, registry: Registry | None = None, *, debug: bool | None = None) -> None:
         self.registry = registry if registry is not None else Registry()
         self.debug = bool(os.environ.get(DEBUG_ENV)) if debug is None else debug
 
-    def handle(self, request: object) -> object:
-        """The response to ``request``: the method's answer, or an ``ErrorResponse``."""
+    def handle(self, kind: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The response to a well-formed request: the method's answer, or an ``errorResponse``."""
         try:
-            return self._dispatch(request)
+            return self._dispatch(kind, body)
         except ProviderError as error:
-            type_name = _type_name(request)
+            type_name = _type_name(body)
             if type_name and self.registry.types.get(type_name) is not None:
                 error.with_resource(type_name)
-            return m.ErrorResponse(redact.scrub(str(error)))
+            return "errorResponse", {"message": redact.scrub(str(error))}
         except Exception as error:  # a bug in a plugin: say so, keep serving
-            return m.ErrorResponse(redact.scrub(self._describe_bug(request, error)))
+            return "errorResponse", {"message": redact.scrub(self._describe_bug(kind, body, error))}
 
-    def _describe_bug(self, request: object, error: Exception) -> str:
-        type_name = _type_name(request)
+    def _describe_bug(self, kind: str, body: dict[str, Any], error: Exception) -> str:
+        type_name = _type_name(body)
         plugin = "?"
         registration = self.registry.types.get(type_name) if type_name else None
         if registration is not None:
@@ -65,7 +69,7 @@ class Engine:
         else:
             where = f"set {DEBUG_ENV}=1 or run 'serve --debug' to log the traceback"
         return (
-            f"{type_name or 'provider'}: internal error while {_VERBS.get(type(request), 'handling')} "
+            f"{type_name or 'provider'}: internal error while {_VERBS.get(kind, 'handling')} "
             f"the resource: {type(error).__name__}: {error} (a bug in plugin {plugin}; {where})"
         )
 
@@ -80,14 +84,15 @@ class Engine:
         schema.register_sensitive(filled, rtype.input_schema)
         return filled
 
-    def _resource(self, rtype: ResourceType, state: m.ResourceState) -> Resource:
+    def _resource(self, rtype: ResourceType, state: dict[str, Any]) -> Resource:
         # Recorded inputs were valid when recorded; fill defaults so that old
         # and new inputs compare like for like, but do not refuse them.
-        inputs = schema.with_defaults(state.input_properties, rtype.input_schema)
+        inputs = schema.with_defaults(state["inputProperties"], rtype.input_schema)
         schema.register_sensitive(inputs, rtype.input_schema)
-        if state.output_properties is not None:
-            schema.register_sensitive(state.output_properties, rtype.output_schema)
-        return Resource(type=state.type, inputs=inputs, outputs=state.output_properties)
+        outputs = state.get("outputProperties")
+        if outputs is not None:
+            schema.register_sensitive(outputs, rtype.output_schema)
+        return Resource(type=state["type"], inputs=inputs, outputs=outputs)
 
     def _outputs(self, rtype: ResourceType, outputs: Any) -> dict[str, Any]:
         if outputs is None:
@@ -114,62 +119,50 @@ class Engine:
 
         return converter.structure(inputs, rtype.inputs_class)
 
-    def _dispatch(self, request: object) -> object:
-        if isinstance(request, m.CreateResourceRequest):
-            rtype = self.registry.get(request.type)
-            if rtype.requires_state and not request.is_stateful:
+    def _dispatch(self, kind: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        if kind == "createResourceRequest":
+            rtype = self.registry.get(body["type"])
+            if rtype.requires_state and not body["isStateful"]:
                 raise InvalidInput(
                     "this resource type needs its outputs persisted, but the request says isStateful: false",
                     resource=rtype.name,
                     field="isStateful",
                     hint="give the resource a state (NixOps4: requireState) before creating it",
                 )
-            inputs = self._inputs(rtype, request.input_properties, "inputProperties")
-            ctx = self._context(rtype.name, request.is_stateful)
+            inputs = self._inputs(rtype, body["inputProperties"], "inputProperties")
+            ctx = self._context(rtype.name, body["isStateful"])
             outputs = rtype.create(self._structured(rtype, inputs), ctx)
-            return m.CreateResourceResponse(self._outputs(rtype, outputs))
+            return "createResourceResponse", {"outputProperties": self._outputs(rtype, outputs)}
 
-        if isinstance(request, m.UpdateResourceRequest):
-            rtype = self._type_of(request.resource)
-            previous = self._resource(rtype, request.resource)
-            inputs = self._inputs(rtype, request.input_properties, "inputProperties")
+        rtype = self.registry.get(body["resource"]["type"])
+        previous = self._resource(rtype, body["resource"])
+        if kind == "updateResourceRequest":
+            inputs = self._inputs(rtype, body["inputProperties"], "inputProperties")
             schema.check_replacements(previous.inputs, inputs, rtype.input_schema, resource=rtype.name)
             outputs = rtype.update(previous, self._structured(rtype, inputs), self._context(rtype.name))
-            return m.UpdateResourceResponse(self._outputs(rtype, outputs))
-
-        if isinstance(request, m.ReadResourceRequest):
-            rtype = self._type_of(request.resource)
-            outputs = rtype.read(self._resource(rtype, request.resource), self._context(rtype.name))
-            return m.ReadResourceResponse(self._outputs(rtype, outputs))
-
-        if isinstance(request, m.DeleteResourceRequest):
-            rtype = self._type_of(request.resource)
-            rtype.delete(self._resource(rtype, request.resource), self._context(rtype.name))
-            return m.DeleteResourceResponse()
-
-        if isinstance(request, (m.StateResourceReadRequest, m.StateResourceEvent)):
-            rtype = self._type_of(request.resource)
-            if not rtype.is_state_store:
-                raise InvalidInput(
-                    "this resource type is not a state store, so it answers no state requests",
-                    resource=rtype.name,
-                    hint="send state requests to a resource whose type stores NixOps4 state",
-                )
-            resource = self._resource(rtype, request.resource)
-            ctx = self._context(rtype.name)
-            if isinstance(request, m.StateResourceReadRequest):
-                return m.StateResourceReadResponse(rtype.state_read(resource, ctx) or {})
-            rtype.state_event(resource, request.event, request.nixops_version, request.patch, ctx)
-            return m.StateResourceEventResponse()
-
-        raise TypeError(f"not a request: {request!r}")
-
-    def _type_of(self, state: m.ResourceState) -> ResourceType:
-        return self.registry.get(state.type)
+            return "updateResourceResponse", {"outputProperties": self._outputs(rtype, outputs)}
+        if kind == "readResourceRequest":
+            outputs = rtype.read(previous, self._context(rtype.name))
+            return "readResourceResponse", {"outputProperties": self._outputs(rtype, outputs)}
+        if kind == "deleteResourceRequest":
+            rtype.delete(previous, self._context(rtype.name))
+            return "deleteResourceResponse", {}
+        if not rtype.is_state_store:
+            raise InvalidInput(
+                "this resource type is not a state store, so it answers no state requests",
+                resource=rtype.name,
+                hint="send state requests to a resource whose type stores NixOps4 state",
+            )
+        if kind == "stateResourceReadRequest":
+            return "stateResourceReadResponse", {"state": rtype.state_read(previous, self._context(rtype.name)) or {}}
+        if kind == "stateResourceEvent":
+            rtype.state_event(previous, body["event"], body["nixopsVersion"], body["patch"], self._context(rtype.name))
+            return "stateResourceEventResponse", {}
+        raise ValueError(f"not a request kind: {kind!r}")
 
 
-def _type_name(request: object) -> str | None:
-    if isinstance(request, m.CreateResourceRequest):
-        return request.type
-    resource = getattr(request, "resource", None)
-    return getattr(resource, "type", None)
+def _type_name(body: dict[str, Any]) -> str | None:
+    if "type" in body:
+        return body["type"]
+    resource = body.get("resource")
+    return resource.get("type") if isinstance(resource, dict) else None

@@ -13,17 +13,17 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 
-import attrs
+from typing import NamedTuple
 
 __all__ = ["EntryPoint", "discover"]
 
 _CACHE_VERSION = 1
 
 
-@attrs.frozen
-class EntryPoint:
+class EntryPoint(NamedTuple):
+    """One entry point, as the cache stores it."""
+
     name: str
     value: str
     distribution: str
@@ -112,6 +112,8 @@ def _write_cache(path: str, fingerprint: list, found: list[EntryPoint]) -> None:
         "fingerprint": fingerprint,
         "entryPoints": [[ep.name, ep.value, ep.distribution] for ep in found],
     }
+    import tempfile
+
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".entry-points-")

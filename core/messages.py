@@ -1,5 +1,9 @@
 """NixOps4's resource protocol v0 (and our read/delete extension) as attrs classes.
 
+The typed face of the protocol, for the runner, the test drivers and scripts;
+the server's hot path works on plain JSON (:mod:`wire`) and comes here only to
+explain a refused line.
+
 One cattrs converter maps the wire's camelCase to snake_case, forbids extra
 keys, and refuses mistyped fields instead of coercing them (cattrs would turn
 ``5`` into ``"5"``).  Every wire message is a one-key object naming its kind;
@@ -8,7 +12,6 @@ keys, and refuses mistyped fields instead of coercing them (cattrs would turn
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -16,7 +19,9 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
+from . import wire
 from .errors import ProtocolError
+from .wire import json_type, parse_line, split
 
 __all__ = [
     "ResourceState",
@@ -172,17 +177,10 @@ def _strict(expected: type, label: str):
     def structure(value: Any, _type: Any) -> Any:
         # bool is an int in Python, and must not pass as one on the wire.
         if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
-            raise TypeError(f"expected {label}, got {_json_type(value)}")
+            raise TypeError(f"expected {label}, got {json_type(value)}")
         return value
 
     return structure
-
-
-def _json_type(value: Any) -> str:
-    return {
-        dict: "an object", list: "an array", str: "a string", bool: "a boolean",
-        int: "a number", float: "a number", type(None): "null",
-    }.get(type(value), type(value).__name__)
 
 
 def _make_converter() -> cattrs.Converter:
@@ -231,44 +229,20 @@ def _describe(error: Exception, kind: str) -> str:
 
 def decode(value: Any, kinds: dict[str, type] = KINDS) -> object:
     """A message object from a decoded JSON value, or :class:`ProtocolError`."""
-    if not isinstance(value, dict) or len(value) != 1:
-        raise ProtocolError(
-            f"a message must be an object with exactly one key naming its kind, got {_json_type(value)}"
-            + (f" with {len(value)} keys" if isinstance(value, dict) else ""),
-            hint=f"known kinds: {', '.join(kinds)}",
-        )
-    (kind, body), = value.items()
-    cls = kinds.get(kind)
-    if cls is None:
-        raise ProtocolError(
-            f"unknown message kind {kind!r}", hint=f"this provider understands: {', '.join(kinds)}"
-        )
-    if not isinstance(body, dict):
-        raise ProtocolError(f"{kind}: expected an object, got {_json_type(body)}")
+    kind, body = split(value, tuple(kinds))
     try:
-        return converter.structure(body, cls)
+        return converter.structure(body, kinds[kind])
     except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
         raise ProtocolError(_describe(exc, kind)) from None
 
 
 def decode_request(line: bytes | str) -> object:
     """A request object from one wire line, or :class:`ProtocolError`."""
-    if isinstance(line, bytes):
-        try:
-            line = line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ProtocolError(f"the line is not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    try:
-        value = json.loads(line)
-    except ValueError as exc:
-        raise ProtocolError(f"the line is not JSON: {exc}") from None
-    return decode(value, REQUEST_KINDS)
+    return decode(parse_line(line), REQUEST_KINDS)
 
 
 def encode(message: object) -> bytes:
     """One wire line, ``\\n``-terminated, without pretty-printing."""
-    body = converter.unstructure(message)
-    if isinstance(message, ResourceState) or not isinstance(body, dict):
+    if type(message) not in _NAME_OF:
         raise TypeError(f"not a protocol message: {message!r}")
-    text = json.dumps({kind_of(message): body}, separators=(",", ":"), ensure_ascii=False)
-    return (text + "\n").encode("utf-8")
+    return wire.encode(kind_of(message), converter.unstructure(message))

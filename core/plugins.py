@@ -9,9 +9,8 @@ or distribution names; empty for none) limits which *external* plugins load.
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
-import attrs
 import pluggy
 
 from . import hookspecs
@@ -25,8 +24,7 @@ BUILTIN_DISTRIBUTION = "fediversity-providers"
 ONLY_PLUGINS_ENV = "FEDIVERSITY_PROVIDERS_PLUGINS"
 
 
-@attrs.frozen
-class Registration:
+class Registration(NamedTuple):
     """One resource type, and the plugin and distribution it came from."""
 
     resource_type: ResourceType

@@ -38,10 +38,14 @@ class _Unsupported(Exception):
     pass
 
 
-def compile(schema: Any) -> Check | None:
-    """A function telling whether an instance is valid, or None if unsure of the schema."""
+def compile(schema: Any, root: Any = None) -> Check | None:
+    """A function telling whether an instance is valid, or None if unsure of the schema.
+
+    ``root`` is the document that local references (``#/$defs/...``) point into;
+    by default the schema itself.
+    """
     try:
-        return _compile(schema)
+        return _Compiler(schema if root is None else root).compile(schema)
     except _Unsupported:
         return None
 
@@ -58,27 +62,51 @@ def _json_equal(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-def _compile(schema: Any) -> Check:
-    if schema is True or schema == {}:
-        return lambda v: True
-    if schema is False:
-        return lambda v: False
-    if not isinstance(schema, dict):
-        raise _Unsupported
-    checks: list[Check] = []
-    for keyword, value in schema.items():
-        if keyword in _ANNOTATIONS or keyword.startswith("x-"):
-            continue
-        builder = _KEYWORDS.get(keyword)
-        if builder is None:
-            raise _Unsupported(keyword)
-        check = builder(value, schema)
-        if check is not None:
-            checks.append(check)
-    return lambda v: all(check(v) for check in checks)
+class _Compiler:
+    """Compiles one document; remembers compiled references so that cycles terminate."""
+
+    def __init__(self, root: Any) -> None:
+        self.root = root
+        self.refs: dict[str, Check] = {}
+
+    def compile(self, schema: Any) -> Check:
+        if schema is True or schema == {}:
+            return lambda v: True
+        if schema is False:
+            return lambda v: False
+        if not isinstance(schema, dict):
+            raise _Unsupported
+        checks: list[Check] = []
+        for keyword, value in schema.items():
+            if keyword in _ANNOTATIONS or keyword.startswith("x-") or keyword == "$defs":
+                continue
+            if keyword == "$ref":
+                checks.append(self.ref(value))
+                continue
+            builder = _KEYWORDS.get(keyword)
+            if builder is None:
+                raise _Unsupported(keyword)
+            check = builder(value, schema, self.compile)
+            if check is not None:
+                checks.append(check)
+        return lambda v: all(check(v) for check in checks)
+
+    def ref(self, pointer: Any) -> Check:
+        if not isinstance(pointer, str) or not pointer.startswith("#/"):
+            raise _Unsupported(pointer)
+        if pointer not in self.refs:
+            target: Any = self.root
+            for part in pointer[2:].split("/"):
+                if not isinstance(target, dict) or part not in target:
+                    raise _Unsupported(pointer)
+                target = target[part]
+            slot: list[Check] = []
+            self.refs[pointer] = lambda v: slot[0](v)  # filled below; cycles see the slot
+            slot.append(self.compile(target))
+        return self.refs[pointer]
 
 
-def _type(value, _schema):
+def _type(value, _schema, _sub):
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, list) or any(name not in _TYPES for name in names):
         raise _Unsupported
@@ -86,10 +114,10 @@ def _type(value, _schema):
     return lambda v: any(test(v) for test in tests)
 
 
-def _properties(value, schema):
-    compiled = {name: _compile(sub) for name, sub in value.items()}
+def _properties(value, schema, sub_compile):
+    compiled = {name: sub_compile(sub) for name, sub in value.items()}
     extra = schema.get("additionalProperties", True)
-    extra_check = _compile(extra)
+    extra_check = sub_compile(extra)
     patterns = schema.get("patternProperties")
     if patterns is not None:
         raise _Unsupported
@@ -109,35 +137,35 @@ def _properties(value, schema):
     return check
 
 
-def _additional(value, schema):
+def _additional(value, schema, sub_compile):
     if "properties" in schema:
         return None  # handled together with properties
-    return _properties({}, schema)
+    return _properties({}, schema, sub_compile)
 
 
-def _required(value, _schema):
+def _required(value, _schema, _sub):
     names = list(value)
     return lambda v: not isinstance(v, dict) or all(name in v for name in names)
 
 
-def _items(value, _schema):
+def _items(value, _schema, sub_compile):
     if not isinstance(value, dict) and not isinstance(value, bool):
         raise _Unsupported  # tuple form belongs to older drafts
-    sub = _compile(value)
+    sub = sub_compile(value)
     return lambda v: not isinstance(v, list) or all(sub(item) for item in v)
 
 
-def _enum(value, _schema):
+def _enum(value, _schema, _sub):
     options = list(value)
     return lambda v: any(_json_equal(v, option) for option in options)
 
 
-def _const(value, _schema):
+def _const(value, _schema, _sub):
     return lambda v: _json_equal(v, value)
 
 
 def _number(test):
-    def builder(limit, _schema):
+    def builder(limit, _schema, _sub):
         if isinstance(limit, bool) or not isinstance(limit, (int, float)):
             raise _Unsupported
         return lambda v: not _TYPES["number"](v) or test(v, limit)
@@ -146,7 +174,7 @@ def _number(test):
 
 
 def _length(test, kind):
-    def builder(limit, _schema):
+    def builder(limit, _schema, _sub):
         if not isinstance(limit, int) or isinstance(limit, bool):
             raise _Unsupported
         return lambda v: not isinstance(v, kind) or test(len(v), limit)
@@ -154,25 +182,35 @@ def _length(test, kind):
     return builder
 
 
-def _pattern(value, _schema):
-    regex = re.compile(value)
-    return lambda v: not isinstance(v, str) or regex.search(v) is not None
+def _pattern(value, _schema, _sub):
+    if not isinstance(value, str):
+        raise _Unsupported
+    compiled: list[Any] = []
+
+    def check(v: Any) -> bool:
+        if not isinstance(v, str):
+            return True
+        if not compiled:  # compiled on first use: a property absent from the request costs nothing
+            compiled.append(re.compile(value))
+        return compiled[0].search(v) is not None
+
+    return check
 
 
 def _combinator(count_ok):
-    def builder(value, _schema):
-        subs = [_compile(sub) for sub in value]
+    def builder(value, _schema, sub_compile):
+        subs = [sub_compile(sub) for sub in value]
         return lambda v: count_ok(sum(1 for sub in subs if sub(v)), len(subs))
 
     return builder
 
 
-def _not(value, _schema):
-    sub = _compile(value)
+def _not(value, _schema, sub_compile):
+    sub = sub_compile(value)
     return lambda v: not sub(v)
 
 
-_KEYWORDS: dict[str, Callable[[Any, dict], Check | None]] = {
+_KEYWORDS: dict[str, Callable[[Any, dict, Callable[[Any], Check]], Check | None]] = {
     "type": _type,
     "properties": _properties,
     "additionalProperties": _additional,

@@ -14,18 +14,19 @@ import json
 import logging
 import time
 import pkgutil
-from typing import Any, ClassVar
-
-import attrs
+from typing import Any, ClassVar, NamedTuple
 
 from . import redact
 
 __all__ = ["ResourceType", "Resource", "Context", "load_schema"]
 
 
-@attrs.frozen
-class Resource:
-    """A resource as NixOps4 last recorded it: its type, inputs and outputs."""
+class Resource(NamedTuple):
+    """A resource as NixOps4 last recorded it: its type, inputs and outputs.
+
+    A named tuple rather than an attrs class: it is built on every request,
+    and this module is on the provider's start-up path.
+    """
 
     type: str
     inputs: dict[str, Any]
@@ -43,7 +44,6 @@ def load_schema(name: str) -> dict[str, Any]:
     return json.loads(data)
 
 
-@attrs.define
 class Context:
     """What a resource type may use while it serves one request.
 
@@ -51,14 +51,20 @@ class Context:
     ``deadline`` is a :func:`time.monotonic` instant, or None for no limit.
     """
 
-    type_name: str
-    stateful: bool = True
-    deadline: float | None = None
-    logger: logging.Logger = attrs.field(default=None)
+    def __init__(
+        self,
+        type_name: str,
+        stateful: bool = True,
+        deadline: float | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.type_name = type_name
+        self.stateful = stateful
+        self.deadline = deadline
+        self.logger = logger or logging.getLogger(f"fediversity_providers.{type_name}")
 
-    def __attrs_post_init__(self) -> None:
-        if self.logger is None:
-            self.logger = logging.getLogger(f"fediversity_providers.{self.type_name}")
+    def __repr__(self) -> str:
+        return f"Context(type_name={self.type_name!r}, stateful={self.stateful!r}, deadline={self.deadline!r})"
 
     def log(self, message: str, *args: Any) -> None:
         """A line on stderr, which NixOps4 shows to the user."""

@@ -140,8 +140,24 @@ def _fill(value: Any, schema: dict[str, Any]) -> None:
             _fill(item, schema["items"])
 
 
+_marks_sensitive: dict[int, tuple[dict, bool]] = {}
+
+
+def _has_sensitive(schema: Any) -> bool:
+    if isinstance(schema, dict):
+        return bool(schema.get("x-sensitive")) or any(_has_sensitive(v) for v in schema.values())
+    if isinstance(schema, list):
+        return any(_has_sensitive(v) for v in schema)
+    return False
+
+
 def register_sensitive(value: Any, schema: dict[str, Any]) -> None:
     """Hand every value the schema marks ``x-sensitive`` to the redactor."""
+    found = _marks_sensitive.get(id(schema))
+    if found is None or found[0] is not schema:
+        found = _marks_sensitive[id(schema)] = (schema, _has_sensitive(schema))
+    if not found[1]:
+        return  # most schemas have no secrets: skip the walk on every request
     for _, item, sub in walk(value, schema):
         if sub.get("x-sensitive"):
             for leaf in _leaves(item):

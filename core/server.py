@@ -14,8 +14,7 @@ import signal
 import sys
 from typing import BinaryIO
 
-from . import messages as m
-from . import redact
+from . import redact, wire
 from .engine import Engine
 from .errors import ProtocolError
 
@@ -64,10 +63,10 @@ def configure_logging(debug: bool = False) -> None:
 
 def _answer(engine: Engine, line: bytes) -> bytes:
     try:
-        request = m.decode_request(line)
+        kind, body = wire.parse_request(line)
     except ProtocolError as error:
-        return m.encode(m.ErrorResponse(str(error)))
-    return m.encode(engine.handle(request))
+        return wire.encode("errorResponse", {"message": str(error)})
+    return wire.encode(*engine.handle(kind, body))
 
 
 class _Loop:
@@ -106,7 +105,7 @@ class _Loop:
                 self.phase = "writing"
                 log.warning("interrupted by %s in the middle of a request", stop)
                 self.protocol_out.write(
-                    m.encode(m.ErrorResponse(f"interrupted by {stop} before the request finished"))
+                    wire.encode("errorResponse", {"message": f"interrupted by {stop} before the request finished"})
                 )
                 return 1
             self.phase = "writing"

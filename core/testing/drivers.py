@@ -11,6 +11,7 @@ import json
 from typing import Iterable, Sequence
 
 from fediversity_providers.core import messages as m
+from fediversity_providers.core import wire
 from fediversity_providers.core.client import ProviderProcess
 from fediversity_providers.core.engine import Engine
 from fediversity_providers.core.errors import ProtocolError, from_message
@@ -70,19 +71,19 @@ class InProcessDriver(Driver):
         return self.engine.registry.get(type_name).input_schema
 
     def request(self, request: object) -> object:
-        # Round-trip through the wire format, so what passes here passes there.
-        response = self.engine.handle(m.decode_request(m.encode(request)))
-        response = m.decode(json.loads(m.encode(response)))
+        # Through the wire format both ways, so what passes here passes there.
+        response = m.decode(self.send(json.loads(m.encode(request))))
         if isinstance(response, m.ErrorResponse):
             raise from_message(response.message)
         return response
 
     def send(self, message: dict) -> dict:
         try:
-            response = self.engine.handle(m.decode_request(json.dumps(message)))
+            kind, body = wire.parse_request(json.dumps(message))
+            response = self.engine.handle(kind, body)
         except ProtocolError as error:
-            response = m.ErrorResponse(str(error))
-        return json.loads(m.encode(response))
+            response = "errorResponse", {"message": str(error)}
+        return json.loads(wire.encode(*response))
 
 
 class SubprocessDriver(Driver):

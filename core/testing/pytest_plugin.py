@@ -25,5 +25,11 @@ def provider_subprocess():
         yield driver
     finally:
         assert driver.close() == 0, "the provider did not exit with status 0 on EOF"
-from .garage import *  # noqa
-from .proxmox import *  # noqa
+
+
+# The test environments; each module's fixtures become the plugin's.
+from .garage import *  # noqa: E402,F401,F403
+from .hosts import *  # noqa: E402,F401,F403
+from .nixeval import *  # noqa: E402,F401,F403
+from .nixos import *  # noqa: E402,F401,F403
+from .proxmox import *  # noqa: E402,F401,F403

@@ -14,18 +14,14 @@ the vmid of one that is gone.
 
 from __future__ import annotations
 
-import hashlib
-from typing import Any, Protocol
-
-import attrs
+from typing import Any, NamedTuple, Protocol
 
 __all__ = ["Backend", "Marker", "VmRef", "VmSpec", "VmState", "GIB"]
 
 GIB = 1024**3
 
 
-@attrs.frozen
-class Marker:
+class Marker(NamedTuple):
     """The tag and description line that say "this VM belongs to resource ``name``"."""
 
     name: str
@@ -33,6 +29,8 @@ class Marker:
     @property
     def tag(self) -> str:
         # Proxmox tags: lower case letters, digits, '-', '_', '+', '.'.
+        import hashlib  # not on the start-up path of requests that need no marker
+
         return "fdp-" + hashlib.sha256(self.name.encode()).hexdigest()[:12]
 
     @property
@@ -45,16 +43,14 @@ class Marker:
         return self.tag in tag_list or f"marker {self.tag}" in (description or "")
 
 
-@attrs.frozen
-class VmRef:
+class VmRef(NamedTuple):
     """Where a VM is: its id and the node it runs on."""
 
     vmid: int
     node: str
 
 
-@attrs.frozen
-class VmSpec:
+class VmSpec(NamedTuple):
     """The configuration the inputs ask for (everything but the disk size and power state)."""
 
     name: str
@@ -95,8 +91,7 @@ class VmSpec:
         return None
 
 
-@attrs.frozen
-class VmState:
+class VmState(NamedTuple):
     """A VM as the cluster reports it now."""
 
     ref: VmRef
