@@ -9,7 +9,9 @@ alternates, N times each, so that machine noise hits all alike:
 - warm create: one create through the in-process engine (the provider's own
   connection and fact gathering, without interpreter start and imports).
 
-Prints medians and the ratios to the baseline (goal: cold create < 1.5x).
+Prints medians and the ratios to the baseline (goal: cold create < 1.5x),
+and, to show where a cold create's time goes, a bare interpreter, a serve
+that answers a request for no type, and an interpreter importing fabric.
 
 Usage: python benchmarks/bench_existing_vm.py [--runs 15]
 """
@@ -46,7 +48,9 @@ def main() -> None:
         request = (json.dumps({"createResourceRequest": {"type": "existing_vm", "isStateful": False,
                                                          "inputProperties": inputs}}) + "\n").encode()
         driver.create("existing_vm", inputs)  # load fabric once in this process
-        bare, cold, warm, python = [], [], [], []
+        other = (json.dumps({"readResourceRequest": {"resource": {"type": "none", "inputProperties": {}}}})
+                 + "\n").encode()
+        bare, cold, warm, python, serve, fabric = [], [], [], [], [], []
         for _ in range(args.runs):
             bare.append(timed([*host.ssh_argv(), "true"])[0])
             seconds, out = timed(SERVE, request)
@@ -57,13 +61,18 @@ def main() -> None:
             driver.create("existing_vm", inputs)
             warm.append(time.perf_counter() - start)
             python.append(timed([sys.executable, "-c", "pass"])[0])
+            serve.append(timed(SERVE, other)[0])
+            fabric.append(timed([sys.executable, "-c", "import fabric"])[0])
 
-    b, c, w, p = (statistics.median(x) for x in (bare, cold, warm, python))
+    b, c, w, p, s, f = (statistics.median(x) for x in (bare, cold, warm, python, serve, fabric))
     print(f"runs: {args.runs} each, alternating; medians")
     print(f"bare ssh true:            {b * 1000:7.1f} ms   1.00x")
     print(f"existing_vm create, cold: {c * 1000:7.1f} ms   {c / b:.2f}x   (fresh serve process)")
     print(f"existing_vm create, warm: {w * 1000:7.1f} ms   {w / b:.2f}x   (in-process engine)")
+    print("where a cold create's time goes:")
     print(f"python3 -c pass:          {p * 1000:7.1f} ms   {p / b:.2f}x   (interpreter start alone)")
+    print(f"serve, no existing_vm:    {s * 1000:7.1f} ms   {s / b:.2f}x   (a serve answering an unknown type)")
+    print(f"python3 -c import fabric: {f * 1000:7.1f} ms   {f / b:.2f}x   (interpreter + fabric/paramiko/invoke)")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ buildPythonApplication {
     fileset = lib.fileset.unions [
       (root + "/pyproject.toml")
       (root + "/README.md")
-      (root + "/fediversity_providers")
+      (root + "/src")
       (root + "/core")
       (root + "/providers")
       (root + "/schemas")

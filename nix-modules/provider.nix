@@ -66,7 +66,7 @@ in
             type = types.submodule {
               options = {
                 connectTimeout = mkOption {
-                  description = "Seconds to wait for the machine to accept the connection, present its SSH banner and finish logging in; a fact-gathering command silent for as long is considered lost.";
+                  description = "Seconds to wait for the machine to accept the connection, present its SSH banner and finish logging in; the fact-gathering command (one short script) must finish within as long too.";
                   type = types.int;
                   default = 10;
                 };
@@ -144,7 +144,7 @@ in
             type = types.submodule {
               options = {
                 connectTimeout = mkOption {
-                  description = "Seconds to wait for the machine to accept the connection, present its SSH banner and finish logging in; a fact-gathering command silent for as long is considered lost.";
+                  description = "Seconds to wait for the machine to accept the connection, present its SSH banner and finish logging in; the fact-gathering command (one short script) must finish within as long too.";
                   type = types.int;
                 };
                 host = mkOption {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -298,3 +299,23 @@ def test_a_machine_that_stops_answering_mid_command_fails_within_connect_timeout
     error, took = timed(driver.create, T, {"ssh": h.ssh_input(connectTimeout=1)})
     assert isinstance(error, Unreachable) and "stopped answering" in str(error), error
     assert took < 1 + MARGIN
+
+
+def test_user_ssh_and_fabric_configuration_is_ignored(ssh_hosts, tmp_path):
+    """Only the inputs count: not ~/.ssh/config, ~/.ssh/known_hosts, ~/.fabric.yaml or an agent."""
+    a, b = ssh_hosts(2)
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text("Host *\n  User nobody\n  Port 2222\n  StrictHostKeyChecking no\n")
+    (home / ".ssh" / "known_hosts").write_text(f"{a.address} {b.host_public_key}\n")  # a wrong key for a
+    (home / ".fabric.yaml").write_text("user: nobody\nconnect_kwargs:\n  key_filename: [/nonexistent]\n")
+    env = dict(os.environ, HOME=str(home), SSH_AUTH_SOCK=str(tmp_path / "no-agent"))
+    ok = subprocess.run([sys.executable, "-m", "fediversity_providers", "create", "--type", T,
+                         "--inputs-json", json.dumps({"ssh": a.ssh_input()})], capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["hostname"] == a.name
+    # and the known_hosts line for b's key does not make b's key acceptable for a
+    bad = subprocess.run([sys.executable, "-m", "fediversity_providers", "create", "--type", T, "--inputs-json",
+                          json.dumps({"ssh": a.ssh_input(hostPublicKey=b.host_public_key)})],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode == 1 and "host key mismatch" in bad.stderr

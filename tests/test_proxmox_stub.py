@@ -189,7 +189,7 @@ def test_default_state_dir_follows_xdg_state_home(tmp_path):
 def test_default_state_dir_without_xdg_state_home(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_STATE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert default_state_dir() == tmp_path / ".local/state/fediversity-providers/proxmox-stub"
+    assert default_state_dir() == str(tmp_path / ".local/state/fediversity-providers/proxmox-stub")
 
 
 def test_concurrent_creates_never_share_a_vmid(tmp_path):

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -28,7 +29,7 @@ def _connect_error(host, timeout=2.0):
 def _running(pid) -> bool:
     """Whether ``pid`` is alive (a zombie waiting for init to reap it is not)."""
     try:
-        stat = open(f"/proc/{pid}/stat").read()
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
@@ -68,7 +69,7 @@ def test_host_without_own_root_and_ssh_input(ssh_hosts):
     (h,) = ssh_hosts(1)
     assert h.root is None
     assert h.run("hostname").stdout.strip() == h.name
-    assert h.path("/etc/os-release") == __import__("pathlib").Path("/etc/os-release")
+    assert h.path("/etc/os-release") == Path("/etc/os-release")
     inp = h.ssh_input(connectTimeout=3)
     assert inp == {
         "host": h.address, "port": 22, "user": "root", "hostPublicKey": h.host_public_key,
@@ -175,5 +176,6 @@ def test_concurrent_sessions_get_distinct_slots():
     for p in procs:
         p.stdin.close()
         assert p.wait(30) == 0
+        p.stdout.close()
     flat = [a for group in addresses for a in group]
     assert len(flat) == 9 and len(set(flat)) == 9

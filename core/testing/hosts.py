@@ -257,10 +257,10 @@ class TestHost:
                     str(self.dir / "etc/ssh/sshd_config"), str(self.dir / "sshd.log")]
         if not self.own_root:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        self._sshd = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=open(self.dir / "sshd.stderr", "ab"), start_new_session=True,
-        )
+        with open(self.dir / "sshd.stderr", "ab") as log:
+            self._sshd = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+            )
         self._wait_for_banner()
 
     def _wait_for_banner(self) -> None:

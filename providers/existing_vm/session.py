@@ -83,7 +83,9 @@ def _attempt(ssh: dict, pinned, pkey) -> str:
         host,
         user=ssh["user"],
         port=port,
-        config=fabric.Config(overrides={"load_ssh_configs": False}),
+        # Neither ~/.ssh/config nor fabric's config files (which could add
+        # keys or change host-key handling): only what the inputs say.
+        config=fabric.Config(lazy=True, ssh_config=paramiko.SSHConfig(), overrides={"load_ssh_configs": False}),
         # With our own socket this bounds only the key exchange; a little
         # longer than the banner timeout, so that a silent server is reported
         # as such (paramiko's start_client gives up silently at its timeout).

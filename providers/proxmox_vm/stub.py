@@ -41,7 +41,6 @@ import json
 import os
 import time
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Iterator
 
 from fediversity_providers import Conflict, Context, InvalidInput, NotFound, ProviderError, Transient
@@ -86,10 +85,10 @@ TEMPLATES = {
 }
 
 
-def default_state_dir() -> Path:
+def default_state_dir() -> str:
     """``$XDG_STATE_HOME/fediversity-providers/proxmox-stub`` (XDG's default: ~/.local/state)."""
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "fediversity-providers" / "proxmox-stub"
+    return os.path.join(base, "fediversity-providers", "proxmox-stub")
 
 
 _CLUSTERS: dict[str, "StubCluster"] = {}
@@ -99,9 +98,10 @@ class StubCluster:
     """The simulated cluster in ``state_dir``; every change is one locked, atomic transaction."""
 
     def __init__(self, state_dir: str | os.PathLike[str] | None = None) -> None:
-        self.state_dir = Path(state_dir) if state_dir else default_state_dir()
-        self.path = self.state_dir / STATE_FILE
-        self._path = str(self.path)
+        # os.path, not pathlib: pathlib's imports cost more than a stub operation.
+        self.state_dir = os.fspath(state_dir) if state_dir else default_state_dir()
+        self.path = os.path.join(self.state_dir, STATE_FILE)
+        self._path = self.path
         self._cache: tuple[tuple[int, int, int], dict[str, Any]] | None = None
 
     @classmethod
@@ -117,11 +117,11 @@ class StubCluster:
     def transaction(self) -> Iterator[dict[str, Any]]:
         """The cluster document, locked; written back (atomically) if the block changed it."""
         try:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
+            os.makedirs(self.state_dir, exist_ok=True)
         except OSError as error:
             raise InvalidInput(f"cannot create the stub's state directory {self.state_dir}: {error}",
                                field="stub.stateDir", hint="choose a writable directory") from error
-        with _locked(self.state_dir / LOCK_FILE, self.state_dir):
+        with _locked(os.path.join(self.state_dir, LOCK_FILE), self.state_dir):
             state = self._load()
             before = copy.deepcopy(state)
             yield state
@@ -152,10 +152,13 @@ class StubCluster:
         return copy.deepcopy(self.read())
 
     def _load(self) -> dict[str, Any]:
-        for leftover in self.state_dir.glob(f".{STATE_FILE}.*.tmp"):  # a writer died before its replace
-            leftover.unlink(missing_ok=True)
+        prefix = f".{STATE_FILE}."
+        for name in os.listdir(self.state_dir):  # a writer died before its replace
+            if name.startswith(prefix) and name.endswith(".tmp"):
+                _unlink(os.path.join(self.state_dir, name))
         try:
-            text = self.path.read_text()
+            with open(self.path) as f:
+                text = f.read()
         except FileNotFoundError:
             return {"version": 1, "nodes": ["pve"], "vms": copy.deepcopy(TEMPLATES)}
         return self._parse(text)
@@ -171,19 +174,26 @@ class StubCluster:
                                 field="stub.stateDir", hint="remove it to start from a fresh cluster") from error
 
     def _save(self, state: dict[str, Any]) -> None:
-        tmp = self.state_dir / f".{STATE_FILE}.{os.getpid()}.tmp"
+        tmp = os.path.join(self.state_dir, f".{STATE_FILE}.{os.getpid()}.tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             with os.fdopen(fd, "w") as f:
                 json.dump(state, f, indent=1, sort_keys=True)
             os.replace(tmp, self.path)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            _unlink(tmp)
             raise
 
 
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 @contextmanager
-def _locked(path: Path, state_dir: Path) -> Iterator[None]:
+def _locked(path: str, state_dir: str) -> Iterator[None]:
     """An exclusive lock on ``path`` between processes, released when the block ends or the process dies.
 
     On POSIX this is ``flock(2)`` straight away (what the filelock package does
