@@ -9,6 +9,7 @@
 #
 # Resource types:
 #   existing_vm: fediversity-providers (plugin existing_vm)
+#   garage_bucket: fediversity-providers (plugin garage_bucket)
 #   nixos_config: fediversity-providers (plugin nixos_config)
 #   proxmox_vm: fediversity-providers (plugin proxmox_vm)
 {
@@ -172,6 +173,364 @@ in
           system = mkOption {
             description = "The Nix system double from uname, e.g. \"x86_64-linux\".";
             type = types.str;
+          };
+        };
+      };
+    };
+    garage_bucket = {
+      description = "A bucket on a Garage cluster, with its access keys and their permissions, quotas, website, CORS and lifecycle settings.";
+      requireState = true;
+      inputs = {
+        options = {
+          adminApiVersion = mkOption {
+            description = "Admin API version: v2 for Garage 2.x, v1 for Garage 1.x, auto asks the server (one extra request per operation).";
+            type = types.enum [ "auto" "v1" "v2" ];
+            default = "auto";
+          };
+          adminEndpoint = mkOption {
+            description = "URL of Garage's admin API, e.g. http://garage.example:3903.";
+            type = types.str;
+          };
+          adminTokenFile = mkOption {
+            description = "Path of a file holding Garage's admin token (admin_token). Read on every operation; the token itself never appears in inputs, outputs, logs or errors.";
+            type = types.str;
+          };
+          adoptExisting = mkOption {
+            description = "On create, take over a bucket that already has this global alias and converge it, instead of refusing.";
+            type = types.bool;
+            default = false;
+          };
+          cors = mkOption {
+            description = "S3 CORS rules. Non-empty CORS or lifecycle needs a key with owner = true in keys (it is used for the S3 requests).";
+            type = types.listOf (types.submodule {
+              options = {
+                allowedHeaders = mkOption {
+                  description = "Request headers allowed.";
+                  type = types.listOf types.str;
+                  default = [ ];
+                };
+                allowedMethods = mkOption {
+                  description = "HTTP methods allowed.";
+                  type = types.listOf (types.enum [ "GET" "PUT" "POST" "DELETE" "HEAD" ]);
+                };
+                allowedOrigins = mkOption {
+                  description = "Origins allowed, * for any.";
+                  type = types.listOf types.str;
+                };
+                exposeHeaders = mkOption {
+                  description = "Response headers exposed to the browser.";
+                  type = types.listOf types.str;
+                  default = [ ];
+                };
+                id = mkOption {
+                  description = "Rule identifier.";
+                  type = types.nullOr types.str;
+                  default = null;
+                };
+                maxAgeSeconds = mkOption {
+                  description = "How long a browser may cache the preflight answer.";
+                  type = types.nullOr types.int;
+                  default = null;
+                };
+              };
+            });
+            default = [ ];
+          };
+          forceDestroy = mkOption {
+            description = "On delete, empty a non-empty bucket over S3 (objects and unfinished multipart uploads) instead of refusing.";
+            type = types.bool;
+            default = false;
+          };
+          globalAlias = mkOption {
+            description = "The bucket's global alias, i.e. its S3 bucket name; S3 bucket naming rules apply. Changing it renames the bucket in place (the new alias is added, the old one removed).";
+            type = types.str;
+          };
+          keys = mkOption {
+            description = "Access keys allowed on the bucket. Each entry creates a key named <globalAlias>-<name>, or uses the existing key accessKeyId.";
+            type = types.listOf (types.submodule {
+              options = {
+                accessKeyId = mkOption {
+                  description = "Use this existing key instead of creating one; it is never deleted by this resource.";
+                  type = types.nullOr types.str;
+                  default = null;
+                };
+                name = mkOption {
+                  description = "Name of the entry (the key in the outputs' keys map).";
+                  type = types.str;
+                };
+                owner = mkOption {
+                  description = "Allow changing the bucket's website, CORS and lifecycle settings over S3.";
+                  type = types.bool;
+                  default = false;
+                };
+                read = mkOption {
+                  description = "Allow reading objects.";
+                  type = types.bool;
+                  default = true;
+                };
+                write = mkOption {
+                  description = "Allow writing and deleting objects.";
+                  type = types.bool;
+                  default = false;
+                };
+              };
+            });
+            default = [ ];
+          };
+          lifecycle = mkOption {
+            description = "Lifecycle rules, limited to what Garage supports: expiration after a number of days and aborting incomplete multipart uploads.";
+            type = types.listOf (types.submodule {
+              options = {
+                abortIncompleteMultipartUploadDays = mkOption {
+                  description = "Abort multipart uploads unfinished after this many days.";
+                  type = types.nullOr types.int;
+                  default = null;
+                };
+                enabled = mkOption {
+                  description = "Whether the rule applies.";
+                  type = types.bool;
+                  default = true;
+                };
+                expirationDays = mkOption {
+                  description = "Delete objects this many days after their creation.";
+                  type = types.nullOr types.int;
+                  default = null;
+                };
+                id = mkOption {
+                  description = "Rule identifier.";
+                  type = types.str;
+                };
+                prefix = mkOption {
+                  description = "Only objects whose key starts with this prefix.";
+                  type = types.str;
+                  default = "";
+                };
+              };
+            });
+            default = [ ];
+          };
+          quotas = mkOption {
+            description = "Quotas; null means unlimited, 0 means nothing may be stored.";
+            type = types.submodule {
+              options = {
+                maxObjects = mkOption {
+                  description = "Maximum number of objects.";
+                  type = types.nullOr types.int;
+                  default = null;
+                };
+                maxSize = mkOption {
+                  description = "Maximum total size of the objects, in bytes.";
+                  type = types.nullOr types.int;
+                  default = null;
+                };
+              };
+            };
+            default = { };
+          };
+          region = mkOption {
+            description = "S3 region name Garage is configured with (s3_region).";
+            type = types.str;
+            default = "garage";
+          };
+          requestTimeout = mkOption {
+            description = "Seconds to wait for one answer from Garage.";
+            type = types.number;
+            default = 10;
+          };
+          retryTimeout = mkOption {
+            description = "Seconds during which failed requests (5xx, timeouts, dropped connections) are retried with backoff before the error is reported.";
+            type = types.number;
+            default = 60;
+          };
+          s3Endpoint = mkOption {
+            description = "URL of Garage's S3 API, e.g. http://garage.example:3900. Used for CORS, lifecycle and emptying the bucket, and passed on in the outputs.";
+            type = types.str;
+          };
+          website = mkOption {
+            description = "Serving the bucket as a static website through Garage's web endpoint.";
+            type = types.submodule {
+              options = {
+                enable = mkOption {
+                  description = "Serve the bucket as a website.";
+                  type = types.bool;
+                  default = false;
+                };
+                errorDocument = mkOption {
+                  description = "Object served on errors; null for Garage's generic error page.";
+                  type = types.nullOr types.str;
+                  default = null;
+                };
+                indexDocument = mkOption {
+                  description = "Object served for a directory.";
+                  type = types.str;
+                  default = "index.html";
+                };
+                rootDomain = mkOption {
+                  description = "Garage's web root_domain (e.g. .web.garage.example); with it the outputs carry the website's URL.";
+                  type = types.nullOr types.str;
+                  default = null;
+                };
+              };
+            };
+            default = { };
+          };
+        };
+      };
+      outputs = {
+        options = {
+          bucketId = mkOption {
+            description = "Garage's bucket identifier (64 hex digits).";
+            type = types.str;
+          };
+          cors = mkOption {
+            description = "CORS rules as S3 reports them.";
+            type = types.listOf (types.submodule {
+              options = {
+                allowedHeaders = mkOption {
+                  description = "Request headers allowed. Optional: null leaves it unset.";
+                  type = types.nullOr (types.listOf types.str);
+                  default = null;
+                };
+                allowedMethods = mkOption {
+                  description = "Methods allowed. Optional: null leaves it unset.";
+                  type = types.nullOr (types.listOf types.str);
+                  default = null;
+                };
+                allowedOrigins = mkOption {
+                  description = "Origins allowed. Optional: null leaves it unset.";
+                  type = types.nullOr (types.listOf types.str);
+                  default = null;
+                };
+                exposeHeaders = mkOption {
+                  description = "Response headers exposed. Optional: null leaves it unset.";
+                  type = types.nullOr (types.listOf types.str);
+                  default = null;
+                };
+                id = mkOption {
+                  description = "Rule identifier. Optional: null leaves it unset.";
+                  type = types.nullOr types.str;
+                  default = null;
+                };
+                maxAgeSeconds = mkOption {
+                  description = "Preflight cache time. Optional: null leaves it unset.";
+                  type = types.nullOr types.int;
+                  default = null;
+                };
+              };
+            });
+          };
+          globalAlias = mkOption {
+            description = "The bucket's global alias (its S3 name).";
+            type = types.str;
+          };
+          keys = mkOption {
+            description = "The keys by entry name.";
+            type = types.attrsOf (types.submodule {
+              options = {
+                accessKeyId = mkOption {
+                  description = "Access key id (AWS_ACCESS_KEY_ID).";
+                  type = types.str;
+                };
+                created = mkOption {
+                  description = "Whether this resource created the key (and deletes it with the bucket).";
+                  type = types.bool;
+                };
+                owner = mkOption {
+                  description = "Owner permission as Garage reports it.";
+                  type = types.bool;
+                };
+                read = mkOption {
+                  description = "Read permission as Garage reports it.";
+                  type = types.bool;
+                };
+                secretAccessKey = mkOption {
+                  description = "Secret access key (AWS_SECRET_ACCESS_KEY). Sensitive: a secret. NixOps4 keeps it in its state; never interpolate it into a derivation or a NixOS option, which would copy it into the world-readable Nix store.";
+                  type = types.nullOr types.str;
+                };
+                write = mkOption {
+                  description = "Write permission as Garage reports it.";
+                  type = types.bool;
+                };
+              };
+            });
+          };
+          lifecycle = mkOption {
+            description = "Lifecycle rules as S3 reports them.";
+            type = types.listOf (types.submodule {
+              options = {
+                abortIncompleteMultipartUploadDays = mkOption {
+                  description = "Abort incomplete uploads after days. Optional: null leaves it unset.";
+                  type = types.nullOr types.int;
+                  default = null;
+                };
+                enabled = mkOption {
+                  description = "Whether the rule applies. Optional: null leaves it unset.";
+                  type = types.nullOr types.bool;
+                  default = null;
+                };
+                expirationDays = mkOption {
+                  description = "Expiration in days. Optional: null leaves it unset.";
+                  type = types.nullOr types.int;
+                  default = null;
+                };
+                id = mkOption {
+                  description = "Rule identifier. Optional: null leaves it unset.";
+                  type = types.nullOr types.str;
+                  default = null;
+                };
+                prefix = mkOption {
+                  description = "Key prefix. Optional: null leaves it unset.";
+                  type = types.nullOr types.str;
+                  default = null;
+                };
+              };
+            });
+          };
+          quotas = mkOption {
+            description = "Quotas as Garage reports them.";
+            type = types.submodule {
+              options = {
+                maxObjects = mkOption {
+                  description = "Maximum number of objects, null for unlimited.";
+                  type = types.nullOr types.int;
+                };
+                maxSize = mkOption {
+                  description = "Maximum size in bytes, null for unlimited.";
+                  type = types.nullOr types.int;
+                };
+              };
+            };
+          };
+          region = mkOption {
+            description = "S3 region name.";
+            type = types.str;
+          };
+          s3Endpoint = mkOption {
+            description = "URL of the S3 API.";
+            type = types.str;
+          };
+          website = mkOption {
+            description = "Website settings as Garage reports them.";
+            type = types.submodule {
+              options = {
+                enable = mkOption {
+                  description = "Whether the bucket is served as a website.";
+                  type = types.bool;
+                };
+                errorDocument = mkOption {
+                  description = "Error document, or null.";
+                  type = types.nullOr types.str;
+                };
+                indexDocument = mkOption {
+                  description = "Index document, null when the website is off.";
+                  type = types.nullOr types.str;
+                };
+              };
+            };
+          };
+          websiteEndpoint = mkOption {
+            description = "URL of the website when it is on and website.rootDomain is given; null otherwise.";
+            type = types.nullOr types.str;
           };
         };
       };

@@ -28,6 +28,7 @@ def provider_subprocess():
 
 
 # The test environments; each module's fixtures become the plugin's.
+from .garage import *  # noqa: E402,F401,F403
 from .hosts import *  # noqa: E402,F401,F403
 from .nixeval import *  # noqa: E402,F401,F403
 from .nixos import *  # noqa: E402,F401,F403

@@ -1,0 +1,401 @@
+"""A small client of Garage's admin API, v1 (Garage 1.x) and v2 (Garage 2.x) behind one interface.
+
+Only what ``garage_bucket`` needs.  Answers are normalised to one shape:
+
+- bucket: ``{"id", "globalAliases", "websiteAccess", "websiteConfig", "keys", "objects",
+  "unfinishedUploads", "quotas"}`` with ``keys`` a list of
+  ``{"accessKeyId", "name", "permissions": {"read", "write", "owner"}}``;
+- key: ``{"accessKeyId", "name", "secretAccessKey"}``.
+
+Failures: only a 404 means absent (the methods return None or raise NotFound);
+5xx answers, timeouts and dropped connections are retried with exponential
+backoff for ``retry_timeout`` seconds, then reported as Transient/Unreachable.
+A non-idempotent request whose answer was lost is never blindly repeated: the
+caller looks first (see ``Retrying`` in :mod:`.provider`).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import random
+import time
+import urllib.parse
+from typing import Any, Callable
+
+from fediversity_providers.core.errors import (
+    AccessDenied,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    ProviderError,
+    Transient,
+    Unreachable,
+)
+
+__all__ = ["AdminClient", "AdminError", "Lost", "connect"]
+
+PERMS = ("read", "write", "owner")
+
+
+class AdminError(ProviderError):
+    """An answer from Garage that is neither success nor retryable."""
+
+    def __init__(self, status: int, code: str, message: str, operation: str) -> None:
+        super().__init__(f"Garage answered {status} {code} to {operation}: {message}")
+        self.status, self.code, self.operation = status, code, operation
+
+
+class Lost(Transient):
+    """A request may or may not have been carried out: its answer never came, or was a 5xx."""
+
+    #: True when the server answered (a 5xx): it is not working on the request any more.
+    answered = False
+
+
+def _classify(exc: AdminError) -> ProviderError:
+    """The core's error kind for a final, non-retryable answer."""
+    cls: type[ProviderError]
+    if exc.status == 404:
+        cls = NotFound
+    elif exc.status == 409:
+        cls = Conflict
+    elif exc.status in (401, 403):
+        cls = AccessDenied
+    else:
+        cls = InvalidInput if exc.status == 400 else ProviderError
+    error = cls(exc.message, hint=_hint(exc.status))
+    error.__cause__ = exc
+    return error
+
+
+def _hint(status: int) -> str | None:
+    if status in (401, 403):
+        return "check that adminTokenFile holds Garage's admin_token"
+    return None
+
+
+class Transport:
+    """HTTP/1.1 requests with a bearer token, one connection per request."""
+
+    def __init__(self, endpoint: str, token: str, timeout: float, retry_timeout: float,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        url = urllib.parse.urlsplit(endpoint)
+        self.scheme, self.netloc = url.scheme, url.netloc
+        self.token, self.timeout, self.retry_timeout = token, timeout, retry_timeout
+        self.sleep = sleep
+        self.count = 0  # requests sent, for tests and benchmarks
+
+    def once(self, method: str, path: str, query: dict[str, str] | None, body: Any) -> tuple[int, Any]:
+        """One request; (status, decoded JSON body or None).  Raises OSError / HTTPException."""
+        target = path
+        if query:  # a flag such as ``?list`` goes without "="
+            target += "?" + "&".join(
+                urllib.parse.quote(k, safe="") + ("=" + urllib.parse.quote(v, safe="") if v != "" else "")
+                for k, v in query.items()
+            )
+        cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
+        conn = cls(self.netloc, timeout=self.timeout)
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        self.count += 1
+        try:
+            conn.request(method, target, body=data, headers=headers)
+            response = conn.getresponse()
+            raw = response.read()
+        finally:
+            conn.close()
+        try:
+            decoded = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            decoded = {"code": "", "message": raw[:200].decode(errors="replace")}
+        return response.status, decoded
+
+    def call(self, operation: str, method: str, path: str, query: dict[str, str] | None = None,
+             body: Any = None, *, absent_ok: bool = False, idempotent: bool = True) -> Any:
+        """Send with bounded retries.  ``absent_ok``: a 404 returns None instead of raising.
+
+        A request that is not ``idempotent`` is not repeated here: when its answer is
+        lost or is a 5xx (the work may have been done anyway), :class:`Lost` is raised
+        and the caller looks at the world before trying again (:func:`retry_create`).
+        """
+        give_up = time.monotonic() + self.retry_timeout
+        delay = 0.05
+        while True:
+            failure = self._attempt(operation, method, path, query, body, absent_ok)
+            if not isinstance(failure, ProviderError):
+                return failure
+            if not idempotent and not isinstance(failure, _Refused):
+                lost = Lost(failure.message, hint="retry; the operation converges")
+                lost.answered = isinstance(failure.__cause__, AdminError)  # a 5xx: the server is done
+                lost.__cause__ = failure.__cause__
+                raise lost
+            if time.monotonic() + delay > give_up:
+                raise failure
+            self.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 2.0)
+
+    def _attempt(self, operation, method, path, query, body, absent_ok) -> Any:
+        """The decoded answer, or the retryable failure (final answers raise AdminError)."""
+        try:
+            status, decoded = self.once(method, path, query, body)
+        except ConnectionRefusedError as exc:  # nothing was sent: safe to repeat
+            failure: ProviderError = _Refused(
+                f"no answer from Garage's admin API at {self.scheme}://{self.netloc} to {operation} "
+                f"(connection refused)", hint="check adminEndpoint and that Garage is running")
+            failure.__cause__ = exc
+            return failure
+        except (OSError, http.client.HTTPException) as exc:
+            failure = Unreachable(
+                f"no answer from Garage's admin API at {self.scheme}://{self.netloc} "
+                f"to {operation} ({type(exc).__name__}: {exc})",
+                hint="check adminEndpoint and that Garage is running",
+            )
+            failure.__cause__ = exc
+            return failure
+        if 200 <= status < 300:
+            return decoded
+        info = decoded if isinstance(decoded, dict) else {}
+        error = AdminError(status, str(info.get("code", "")), str(info.get("message", "")), operation)
+        if status == 404 and absent_ok:
+            return None
+        if status < 500:
+            raise error
+        failure = Transient(str(error), hint="Garage kept failing; check its logs and retry")
+        failure.__cause__ = error
+        return failure
+
+
+class _Refused(Unreachable):
+    """The connection was refused: the request never reached Garage."""
+
+
+class AdminClient:
+    """The operations garage_bucket needs; subclasses map them to one API version."""
+
+    version = ""
+
+    def __init__(self, transport: Transport) -> None:
+        self.t = transport
+
+    # -- shared helpers -------------------------------------------------------------
+    @staticmethod
+    def _bucket(info: dict) -> dict:
+        keys = []
+        for key in info.get("keys") or []:
+            perms = key.get("permissions") or {}
+            keys.append({
+                "accessKeyId": key["accessKeyId"],
+                "name": key.get("name", ""),
+                "permissions": {p: bool(perms.get(p)) for p in PERMS},
+            })
+        quotas = info.get("quotas") or {}
+        return {
+            "id": info["id"],
+            "globalAliases": list(info.get("globalAliases") or []),
+            "websiteAccess": bool(info.get("websiteAccess")),
+            "websiteConfig": info.get("websiteConfig"),
+            "keys": keys,
+            "objects": int(info.get("objects") or 0),
+            "unfinishedUploads": int(info.get("unfinishedUploads") or 0),
+            "quotas": {"maxSize": quotas.get("maxSize"), "maxObjects": quotas.get("maxObjects")},
+        }
+
+    @staticmethod
+    def _key(info: dict) -> dict:
+        return {"accessKeyId": info["accessKeyId"], "name": info.get("name", ""),
+                "secretAccessKey": info.get("secretAccessKey")}
+
+    def raise_final(self, exc: AdminError) -> None:
+        raise _classify(exc)
+
+    # -- interface (implemented per version) --------------------------------------------
+    def get_bucket(self, *, id: str | None = None, alias: str | None = None) -> dict | None:
+        raise NotImplementedError
+
+    def create_bucket(self, alias: str) -> dict:
+        raise NotImplementedError
+
+    def update_bucket(self, id: str, *, quotas: dict | None = None, website: dict | None = None) -> dict:
+        """``website`` is ``{"enabled", "indexDocument", "errorDocument"}``; absent parts stay."""
+        raise NotImplementedError
+
+    def delete_bucket(self, id: str) -> None:
+        raise NotImplementedError
+
+    def add_alias(self, id: str, alias: str) -> dict:
+        raise NotImplementedError
+
+    def remove_alias(self, id: str, alias: str) -> dict:
+        raise NotImplementedError
+
+    def set_permissions(self, id: str, key_id: str, *, allow: dict, deny: dict) -> None:
+        """Allow the flags true in ``allow`` and deny those true in ``deny`` (one request each at most)."""
+        if any(allow.get(p) for p in PERMS):
+            self._perm("allow", id, key_id, allow)
+        if any(deny.get(p) for p in PERMS):
+            self._perm("deny", id, key_id, deny)
+
+    def _perm(self, which: str, id: str, key_id: str, flags: dict) -> None:
+        raise NotImplementedError
+
+    def list_keys(self) -> list[dict]:
+        """``[{"id", "name"}]``."""
+        raise NotImplementedError
+
+    def create_key(self, name: str) -> dict:
+        raise NotImplementedError
+
+    def get_key(self, id: str, *, secret: bool = False) -> dict | None:
+        raise NotImplementedError
+
+    def delete_key(self, id: str) -> None:
+        raise NotImplementedError
+
+
+class V1(AdminClient):
+    """Garage 1.x: ``/v1/...`` REST-style endpoints."""
+
+    version = "v1"
+
+    def get_bucket(self, *, id=None, alias=None):
+        query = {"id": id} if id else {"globalAlias": alias}
+        info = self.t.call("GetBucketInfo", "GET", "/v1/bucket", query, absent_ok=True)
+        return None if info is None else self._bucket(info)
+
+    def create_bucket(self, alias):
+        return self._bucket(self.t.call("CreateBucket", "POST", "/v1/bucket", None,
+                                        {"globalAlias": alias}, idempotent=False))
+
+    def update_bucket(self, id, *, quotas=None, website=None):
+        body: dict[str, Any] = {}
+        if quotas is not None:
+            body["quotas"] = {"maxSize": quotas.get("maxSize"), "maxObjects": quotas.get("maxObjects")}
+        if website is not None:
+            body["websiteAccess"] = _website_body(website)
+        return self._bucket(self.t.call("UpdateBucket", "PUT", "/v1/bucket", {"id": id}, body))
+
+    def delete_bucket(self, id):
+        self.t.call("DeleteBucket", "DELETE", "/v1/bucket", {"id": id}, idempotent=False)
+
+    def add_alias(self, id, alias):
+        return self._bucket(self.t.call("PutBucketGlobalAlias", "PUT", "/v1/bucket/alias/global",
+                                        {"id": id, "alias": alias}))
+
+    def remove_alias(self, id, alias):
+        return self._bucket(self.t.call("DeleteBucketGlobalAlias", "DELETE", "/v1/bucket/alias/global",
+                                        {"id": id, "alias": alias}, idempotent=False))
+
+    def _perm(self, which, id, key_id, flags):
+        body = {"bucketId": id, "accessKeyId": key_id,
+                "permissions": {p: bool(flags.get(p)) for p in PERMS}}
+        self.t.call(f"{which.title()}BucketKey", "POST", f"/v1/bucket/{which}", None, body)
+
+    def list_keys(self):
+        return [{"id": k["id"], "name": k.get("name", "")}
+                for k in self.t.call("ListKeys", "GET", "/v1/key", {"list": ""})]
+
+    def create_key(self, name):
+        return self._key(self.t.call("AddKey", "POST", "/v1/key", {"list": ""}, {"name": name},
+                                     idempotent=False))
+
+    def get_key(self, id, *, secret=False):
+        query = {"id": id}
+        if secret:
+            query["showSecretKey"] = "true"
+        info = self.t.call("GetKey", "GET", "/v1/key", query, absent_ok=True)
+        return None if info is None else self._key(info)
+
+    def delete_key(self, id):
+        self.t.call("DeleteKey", "DELETE", "/v1/key", {"id": id}, idempotent=False)
+
+
+class V2(AdminClient):
+    """Garage 2.x: ``/v2/<Operation>`` RPC-style endpoints."""
+
+    version = "v2"
+
+    def get_bucket(self, *, id=None, alias=None):
+        query = {"id": id} if id else {"globalAlias": alias}
+        info = self.t.call("GetBucketInfo", "GET", "/v2/GetBucketInfo", query, absent_ok=True)
+        return None if info is None else self._bucket(info)
+
+    def create_bucket(self, alias):
+        return self._bucket(self.t.call("CreateBucket", "POST", "/v2/CreateBucket", None,
+                                        {"globalAlias": alias}, idempotent=False))
+
+    def update_bucket(self, id, *, quotas=None, website=None):
+        body: dict[str, Any] = {}
+        if quotas is not None:
+            body["quotas"] = {"maxSize": quotas.get("maxSize"), "maxObjects": quotas.get("maxObjects")}
+        if website is not None:
+            body["websiteAccess"] = _website_body(website)
+        return self._bucket(self.t.call("UpdateBucket", "POST", "/v2/UpdateBucket", {"id": id}, body))
+
+    def delete_bucket(self, id):
+        self.t.call("DeleteBucket", "POST", "/v2/DeleteBucket", {"id": id}, idempotent=False)
+
+    def add_alias(self, id, alias):
+        return self._bucket(self.t.call("AddBucketAlias", "POST", "/v2/AddBucketAlias", None,
+                                        {"bucketId": id, "globalAlias": alias}))
+
+    def remove_alias(self, id, alias):
+        return self._bucket(self.t.call("RemoveBucketAlias", "POST", "/v2/RemoveBucketAlias", None,
+                                        {"bucketId": id, "globalAlias": alias}, idempotent=False))
+
+    def _perm(self, which, id, key_id, flags):
+        body = {"bucketId": id, "accessKeyId": key_id,
+                "permissions": {p: True for p in PERMS if flags.get(p)}}
+        self.t.call(f"{which.title()}BucketKey", "POST", f"/v2/{which.title()}BucketKey", None, body)
+
+    def list_keys(self):
+        return [{"id": k["id"], "name": k.get("name", "")}
+                for k in self.t.call("ListKeys", "GET", "/v2/ListKeys")]
+
+    def create_key(self, name):
+        return self._key(self.t.call("CreateKey", "POST", "/v2/CreateKey", None, {"name": name},
+                                     idempotent=False))
+
+    def get_key(self, id, *, secret=False):
+        query = {"id": id}
+        if secret:
+            query["showSecretKey"] = "true"
+        info = self.t.call("GetKeyInfo", "GET", "/v2/GetKeyInfo", query, absent_ok=True)
+        return None if info is None else self._key(info)
+
+    def delete_key(self, id):
+        self.t.call("DeleteKey", "POST", "/v2/DeleteKey", {"id": id}, idempotent=False)
+
+
+def _website_body(website: dict) -> dict:
+    if not website.get("enabled"):
+        return {"enabled": False}
+    body = {"enabled": True, "indexDocument": website["indexDocument"]}
+    if website.get("errorDocument"):
+        body["errorDocument"] = website["errorDocument"]
+    return body
+
+
+def detect(transport: Transport) -> str:
+    """Ask the server which API it serves: v2 if it answers a v2 request, else v1."""
+    try:
+        transport.call("GetClusterHealth", "GET", "/v2/GetClusterHealth")
+    except AdminError as exc:
+        if exc.status in (401, 403):
+            raise _classify(exc) from exc
+        if exc.status in (400, 404):
+            return "v1"
+        raise _classify(exc) from exc
+    return "v2"
+
+
+def connect(endpoint: str, token: str, version: str = "auto", *, timeout: float = 10.0,
+            retry_timeout: float = 60.0) -> AdminClient:
+    """An admin client for ``endpoint``; ``version`` ``auto`` costs one request."""
+    transport = Transport(endpoint.rstrip("/"), token, timeout, retry_timeout)
+    if version == "auto":
+        version = detect(transport)
+    return (V2 if version == "v2" else V1)(transport)
