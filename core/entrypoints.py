@@ -65,12 +65,18 @@ def _fingerprint() -> list:
     return stamps
 
 
+def _fnv1a(data: bytes) -> int:
+    """A 32-bit FNV-1a hash: enough to name a file, without loading zlib or hashlib."""
+    value = 0x811C9DC5
+    for byte in data:
+        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return value
+
+
 def _cache_path(group: str) -> str:
     """One cache file per group and import path, so environments do not evict each other."""
-    import zlib
-
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    key = f"{zlib.crc32(chr(0).join(sys.path).encode()):08x}"
+    key = f"{_fnv1a(chr(0).join(sys.path).encode()):08x}"
     return os.path.join(base, "fediversity-providers", f"entry-points-{group}-{key}.json")
 
 

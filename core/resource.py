@@ -12,8 +12,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import time
-import pkgutil
 from typing import Any, ClassVar, NamedTuple
 
 from . import redact
@@ -36,12 +36,13 @@ class Resource(NamedTuple):
 @functools.cache
 def load_schema(name: str) -> dict[str, Any]:
     """The document ``schemas/<name>.json`` shipped with this package."""
-    # pkgutil reads package data through the package's loader, like
-    # importlib.resources, without importing pathlib, tempfile and zipfile.
-    data = pkgutil.get_data("fediversity_providers.schemas", f"{name}.json")
-    if data is None:
-        raise FileNotFoundError(f"schemas/{name}.json is not in the installed package")
-    return json.loads(data)
+    # Package data read through the package's loader, as pkgutil.get_data
+    # does, without importing pkgutil or importlib.resources (pathlib,
+    # tempfile, zipfile): this runs on every provider process's first request.
+    from fediversity_providers import schemas
+
+    path = os.path.join(os.path.dirname(schemas.__file__), f"{name}.json")
+    return json.loads(schemas.__spec__.loader.get_data(path))
 
 
 class Context:

@@ -16,9 +16,22 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, Protocol
 
-__all__ = ["Backend", "Marker", "VmRef", "VmSpec", "VmState", "GIB"]
+__all__ = ["Backend", "Marker", "VmRef", "VmSpec", "VmState", "GIB", "sha256"]
 
 GIB = 1024**3
+
+
+def sha256(data: bytes):
+    """hashlib.sha256 without hashlib's OpenSSL import when CPython has its builtin.
+
+    The standard library's own ``random`` module does the same; importing
+    hashlib costs a noticeable share of a provider process's start.
+    """
+    try:
+        from _sha256 import sha256 as builtin  # CPython up to 3.11
+    except ImportError:
+        from hashlib import sha256 as builtin
+    return builtin(data)
 
 
 class Marker(NamedTuple):
@@ -29,9 +42,7 @@ class Marker(NamedTuple):
     @property
     def tag(self) -> str:
         # Proxmox tags: lower case letters, digits, '-', '_', '+', '.'.
-        import hashlib  # not on the start-up path of requests that need no marker
-
-        return "fdp-" + hashlib.sha256(self.name.encode()).hexdigest()[:12]
+        return "fdp-" + sha256(self.name.encode()).hexdigest()[:12]
 
     @property
     def description(self) -> str:
