@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Set up, then drive the proxmox_vm stub through the runner: create, read,
 # update and delete a VM, the way NixOps4 would, over the real protocol.
-# Needs only python3 (with venv); the stub keeps its cluster in a temporary
-# directory, removed at the end.
+# Needs python3 with venv (installed here from Debian when run as root on a
+# machine that lacks it); the stub keeps its cluster in a temporary directory,
+# removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if ! python3 -c 'import ensurepip' 2>/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends python3 python3-venv python3-pip >/dev/null
+fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q -e .
 run() { echo "+ fediversity-provider $*" >&2; .venv/bin/fediversity-provider "$@"; }
