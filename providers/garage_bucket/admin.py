@@ -271,11 +271,7 @@ class V1(AdminClient):
                                         {"globalAlias": alias}, idempotent=False))
 
     def update_bucket(self, id, *, quotas=None, website=None):
-        body: dict[str, Any] = {}
-        if quotas is not None:
-            body["quotas"] = {"maxSize": quotas.get("maxSize"), "maxObjects": quotas.get("maxObjects")}
-        if website is not None:
-            body["websiteAccess"] = _website_body(website)
+        body = _update_body(quotas, website)
         return self._bucket(self.t.call("UpdateBucket", "PUT", "/v1/bucket", {"id": id}, body))
 
     def delete_bucket(self, id):
@@ -328,11 +324,7 @@ class V2(AdminClient):
                                         {"globalAlias": alias}, idempotent=False))
 
     def update_bucket(self, id, *, quotas=None, website=None):
-        body: dict[str, Any] = {}
-        if quotas is not None:
-            body["quotas"] = {"maxSize": quotas.get("maxSize"), "maxObjects": quotas.get("maxObjects")}
-        if website is not None:
-            body["websiteAccess"] = _website_body(website)
+        body = _update_body(quotas, website)
         return self._bucket(self.t.call("UpdateBucket", "POST", "/v2/UpdateBucket", {"id": id}, body))
 
     def delete_bucket(self, id):
@@ -368,6 +360,16 @@ class V2(AdminClient):
 
     def delete_key(self, id):
         self.t.call("DeleteKey", "POST", "/v2/DeleteKey", {"id": id}, idempotent=False)
+
+
+def _update_body(quotas: dict | None, website: dict | None) -> dict[str, Any]:
+    """UpdateBucket's body, the same in v1 and v2: only the parts given change."""
+    body: dict[str, Any] = {}
+    if quotas is not None:
+        body["quotas"] = {"maxSize": quotas.get("maxSize"), "maxObjects": quotas.get("maxObjects")}
+    if website is not None:
+        body["websiteAccess"] = _website_body(website)
+    return body
 
 
 def _website_body(website: dict) -> dict:
