@@ -74,7 +74,8 @@ def build_parser() -> "argparse.ArgumentParser":
                                 help="the outputs recorded when the resource was created")
         if name == "state-event":
             runner.add_argument("--event", required=True)
-            runner.add_argument("--nixops-version", default="0")
+            runner.add_argument("--nixops-version", default=None,
+                                help="sent as nixopsVersion (older revisions of v0 require it)")
             runner.add_argument("--patch-json", type=_json_arg, default=[], metavar="JSON",
                                 help="an RFC 6902 JSON Patch")
 
@@ -110,7 +111,7 @@ def _build_request(args: "argparse.Namespace", inputs: dict) -> object:
         return m.UpdateResourceRequest(previous, inputs)
     resource = m.ResourceState(args.type, inputs, args.outputs_json)
     if args.command == "state-event":
-        return m.StateResourceEvent(resource, args.event, args.nixops_version, args.patch_json)
+        return m.StateResourceEvent(resource, args.event, args.patch_json, args.nixops_version)
     return {
         "read": m.ReadResourceRequest,
         "delete": m.DeleteResourceRequest,

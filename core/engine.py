@@ -28,6 +28,7 @@ _VERBS = {
     "updateResourceRequest": "updating",
     "readResourceRequest": "reading",
     "deleteResourceRequest": "deleting",
+    "destroyResourceRequest": "deleting",
     "stateResourceReadRequest": "reading the state of",
     "stateResourceEvent": "recording a state event of",
 }
@@ -144,9 +145,9 @@ class Engine:
         if kind == "readResourceRequest":
             outputs = rtype.read(previous, self._context(rtype.name))
             return "readResourceResponse", {"outputProperties": self._outputs(rtype, outputs)}
-        if kind == "deleteResourceRequest":
+        if kind in ("deleteResourceRequest", "destroyResourceRequest"):
             rtype.delete(previous, self._context(rtype.name))
-            return "deleteResourceResponse", {}
+            return kind.replace("Request", "Response"), {}
         if not rtype.is_state_store:
             raise InvalidInput(
                 "this resource type is not a state store, so it answers no state requests",
@@ -156,7 +157,9 @@ class Engine:
         if kind == "stateResourceReadRequest":
             return "stateResourceReadResponse", {"state": rtype.state_read(previous, self._context(rtype.name)) or {}}
         if kind == "stateResourceEvent":
-            rtype.state_event(previous, body["event"], body["nixopsVersion"], body["patch"], self._context(rtype.name))
+            rtype.state_event(
+                previous, body["event"], body.get("nixopsVersion"), body["patch"], self._context(rtype.name)
+            )
             return "stateResourceEventResponse", {}
         raise ValueError(f"not a request kind: {kind!r}")
 

@@ -29,12 +29,14 @@ __all__ = [
     "UpdateResourceRequest",
     "ReadResourceRequest",
     "DeleteResourceRequest",
+    "DestroyResourceRequest",
     "StateResourceReadRequest",
     "StateResourceEvent",
     "CreateResourceResponse",
     "UpdateResourceResponse",
     "ReadResourceResponse",
     "DeleteResourceResponse",
+    "DestroyResourceResponse",
     "StateResourceReadResponse",
     "StateResourceEventResponse",
     "ErrorResponse",
@@ -93,10 +95,19 @@ class StateResourceReadRequest:
 
 @attrs.frozen
 class StateResourceEvent:
+    """``nixopsVersion`` is absent in newer revisions of v0; ``patch`` an RFC 6902 array (or an object)."""
+
     resource: ResourceState
     event: str
-    nixops_version: str
-    patch: list[Any]
+    patch: Any
+    nixops_version: str | None = None
+
+
+@attrs.frozen
+class DestroyResourceRequest:
+    """NixOps4's own name for delete in newer revisions of v0; handled like delete."""
+
+    resource: ResourceState
 
 
 @attrs.frozen
@@ -116,6 +127,11 @@ class ReadResourceResponse:
 
 @attrs.frozen
 class DeleteResourceResponse:
+    pass
+
+
+@attrs.frozen
+class DestroyResourceResponse:
     pass
 
 
@@ -145,12 +161,14 @@ KINDS: dict[str, type] = {
         UpdateResourceRequest,
         ReadResourceRequest,
         DeleteResourceRequest,
+        DestroyResourceRequest,
         StateResourceReadRequest,
         StateResourceEvent,
         CreateResourceResponse,
         UpdateResourceResponse,
         ReadResourceResponse,
         DeleteResourceResponse,
+        DestroyResourceResponse,
         StateResourceReadResponse,
         StateResourceEventResponse,
         ErrorResponse,

@@ -146,7 +146,7 @@ class ResourceType:
         raise NotImplementedError(f"{self.name} is not a state store")
 
     def state_event(
-        self, resource: Resource, event: str, nixops_version: str, patch: list, ctx: Context
+        self, resource: Resource, event: str, nixops_version: str | None, patch: Any, ctx: Context
     ) -> None:
         raise NotImplementedError(f"{self.name} is not a state store")
 

@@ -22,6 +22,7 @@ REQUEST_KINDS = (
     "updateResourceRequest",
     "readResourceRequest",
     "deleteResourceRequest",
+    "destroyResourceRequest",
     "stateResourceReadRequest",
     "stateResourceEvent",
 )
@@ -30,6 +31,7 @@ RESPONSE_KINDS = (
     "updateResourceResponse",
     "readResourceResponse",
     "deleteResourceResponse",
+    "destroyResourceResponse",
     "stateResourceReadResponse",
     "stateResourceEventResponse",
     "errorResponse",

@@ -162,3 +162,27 @@ def test_fd_hygiene_happens_before_plugins_load(tmp_path):
     assert status == 0 and len(out) == 1
     assert "createResourceResponse" in json.loads(out[0])
     assert b"while it is imported" in err
+
+
+def test_newer_v0_revisions_destroy_and_state_events_without_nixops_version(tmp_path):
+    """Newer revisions of NixOps4's v0 call delete 'destroy' and drop nixopsVersion."""
+    require_greeting_plugin()
+    resource = {"type": "greeting", "inputProperties": {"directory": str(tmp_path), "name": "A"}}
+    journal = {"type": "greeting_journal", "inputProperties": {"file": str(tmp_path / "journal.json")}}
+    out, err, status = serve_lines([
+        line(create(tmp_path, "A")),
+        line({"destroyResourceRequest": {"resource": resource}}),
+        line({"createResourceRequest": {"type": "greeting_journal", "inputProperties": journal["inputProperties"],
+                                        "isStateful": True}}),
+        line({"stateResourceEvent": {"resource": journal, "event": "create", "patch": {"op": "add"}}}),
+        line({"stateResourceReadRequest": {"resource": journal}}),
+    ])
+    assert status == 0, err
+    answers = [json.loads(o) for o in out]
+    for answer in answers:
+        assert_protocol_message(answer)
+    assert answers[1] == {"destroyResourceResponse": {}}
+    assert not (tmp_path / "greeting.txt").exists()
+    assert answers[3] == {"stateResourceEventResponse": {}}
+    events = answers[4]["stateResourceReadResponse"]["state"]["events"]
+    assert events == [{"event": "create", "nixopsVersion": None, "patch": {"op": "add"}}]
