@@ -177,11 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     if args.command == "serve":
         from .engine import Engine
-        from .server import claim_stdio, configure_logging, serve
+        from .logs import configure_on_import
+        from .server import claim_stdio, serve
 
         # Claim stdio before anything imports plugin code.
         protocol_in, protocol_out = claim_stdio()
-        configure_logging(args.debug)
+        configure_on_import(args.debug)
         return serve(Engine(debug=args.debug or None), protocol_in=protocol_in, protocol_out=protocol_out)
     if args.command in _RUNNER_COMMANDS:
         return _run(args, parser)

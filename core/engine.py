@@ -6,13 +6,11 @@ of its own, so the stdio server and the in-process test driver share it.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
-import traceback
 from typing import Any
 
-from . import redact, schema
+from . import logs, redact, schema
 from .errors import InvalidInput, ProviderError
 from .plugins import Registry
 from .resource import Context, Resource, ResourceType
@@ -21,7 +19,6 @@ __all__ = ["Engine", "DEBUG_ENV", "TIMEOUT_ENV"]
 
 DEBUG_ENV = "FEDIVERSITY_PROVIDERS_DEBUG"
 TIMEOUT_ENV = "FEDIVERSITY_PROVIDERS_TIMEOUT"
-log = logging.getLogger("fediversity_providers")
 
 _VERBS = {
     "createResourceRequest": "creating",
@@ -65,7 +62,9 @@ class Engine:
         if registration is not None:
             plugin = f"{registration.plugin} ({registration.distribution or 'not installed'})"
         if self.debug:
-            log.error("%s", redact.scrub("".join(traceback.format_exception(error))))
+            import traceback
+
+            logs.emit("provider", "".join(traceback.format_exception(error)).rstrip(), level="error")
             where = "the traceback is on stderr"
         else:
             where = f"set {DEBUG_ENV}=1 or run 'serve --debug' to log the traceback"

@@ -2,16 +2,15 @@
 
 Providers register each secret they touch (a token read from a file, a
 generated secret key, any value a schema marks ``x-sensitive``); the server
-scrubs error messages with it and the log handler scrubs every record.  It is
+scrubs error messages with it, and every log line is scrubbed (core/logs).  It is
 a safety net behind careful code, not a licence for careless code.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 
-__all__ = ["add_secret", "scrub", "ScrubbingFilter", "MASK"]
+__all__ = ["add_secret", "scrub", "MASK"]
 
 MASK = "<redacted>"
 _MIN_LENGTH = 4  # shorter values would mask ordinary words
@@ -36,13 +35,3 @@ def scrub(text: str) -> str:
         if secret in text:
             text = text.replace(secret, MASK)
     return text
-
-
-class ScrubbingFilter(logging.Filter):
-    """Masks secrets in a record's final text, arguments included."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if _secrets:
-            record.msg = scrub(record.getMessage())
-            record.args = None
-        return True

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
 import time
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
-from . import redact
+from . import logs, redact
+
+if TYPE_CHECKING:
+    import logging
 
 __all__ = ["ResourceType", "Resource", "Context", "load_schema"]
 
@@ -52,28 +54,31 @@ class Context:
     ``deadline`` is a :func:`time.monotonic` instant, or None for no limit.
     """
 
-    def __init__(
-        self,
-        type_name: str,
-        stateful: bool = True,
-        deadline: float | None = None,
-        logger: logging.Logger | None = None,
-    ) -> None:
+    def __init__(self, type_name: str, stateful: bool = True, deadline: float | None = None) -> None:
         self.type_name = type_name
         self.stateful = stateful
         self.deadline = deadline
-        self.logger = logger or logging.getLogger(f"fediversity_providers.{type_name}")
+
+    @property
+    def logger(self) -> "logging.Logger":
+        """A standard logger named after the type, for code that wants one.
+
+        ``log`` and ``progress`` do not need it: they write their line directly.
+        """
+        import logging
+
+        return logging.getLogger(f"fediversity_providers.{self.type_name}")
 
     def __repr__(self) -> str:
         return f"Context(type_name={self.type_name!r}, stateful={self.stateful!r}, deadline={self.deadline!r})"
 
     def log(self, message: str, *args: Any) -> None:
-        """A line on stderr, which NixOps4 shows to the user."""
-        self.logger.info(message, *args)
+        """A line on stderr, which NixOps4 shows to the user (``%``-style ``args``)."""
+        logs.emit(self.type_name, message % args if args else message)
 
     def progress(self, phase: str, message: str = "") -> None:
         """One line per phase of long work, so a person sees where it is."""
-        self.logger.info("%s%s", phase, f": {message}" if message else "")
+        logs.emit(self.type_name, f"{phase}: {message}" if message else phase)
 
     def add_secret(self, value: object) -> None:
         """Mask ``value`` in every log line and error from now on."""

@@ -8,17 +8,16 @@ plugin then lands in the log instead of corrupting the stream.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
 from typing import BinaryIO
 
-from . import redact, wire
+from . import logs, wire
 from .engine import Engine
 from .errors import ProtocolError
 
-__all__ = ["serve", "configure_logging", "claim_stdio"]
+__all__ = ["serve", "claim_stdio"]
 
 
 class _Stop(Exception):
@@ -35,30 +34,6 @@ def claim_stdio() -> tuple[BinaryIO, BinaryIO]:
     os.close(devnull)
     sys.stdout = sys.stderr  # Python-level prints go to the log too
     return protocol_in, protocol_out
-
-
-class _Formatter(logging.Formatter):
-    """``proxmox_vm: message``: short names, since NixOps4 shows every line."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        name = record.name.removeprefix("fediversity_providers").lstrip(".") or "provider"
-        text = super().format(record)
-        level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
-        return f"{name}: {level}{text}"
-
-
-def configure_logging(debug: bool = False) -> None:
-    """Line-buffered log lines on stderr, with secrets masked."""
-    try:
-        sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    except AttributeError:
-        pass
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter("%(message)s"))
-    handler.addFilter(redact.ScrubbingFilter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
 
 
 def _answer(engine: Engine, line: bytes) -> bytes:
@@ -89,7 +64,6 @@ class _Loop:
             raise _Stop(name)
 
     def run(self) -> int:
-        log = logging.getLogger("fediversity_providers")
         while self.stop_requested is None:
             try:
                 self.phase = "reading"
@@ -100,17 +74,15 @@ class _Loop:
                 answer = _answer(self.engine, line)
             except _Stop as stop:
                 if self.phase == "reading":
-                    log.debug("stopping on %s", stop)
                     return 0
                 self.phase = "writing"
-                log.warning("interrupted by %s in the middle of a request", stop)
+                logs.emit("provider", f"interrupted by {stop} in the middle of a request", level="warning")
                 self.protocol_out.write(
                     wire.encode("errorResponse", {"message": f"interrupted by {stop} before the request finished"})
                 )
                 return 1
             self.phase = "writing"
             self.protocol_out.write(answer)
-        log.debug("stopping on %s", self.stop_requested)
         return 0
 
 

@@ -39,7 +39,7 @@ def test_a_valid_request_imports_nothing_heavy_and_an_invalid_one_brings_jsonsch
                                          "inputProperties": {"directory": str(tmp_path), "name": "A"}}}
     done, names = imported_modules(SERVE[1:], (json.dumps(request) + "\n").encode())
     assert b"createResourceResponse" in done.stdout
-    loaded = sorted(h for h in (*HEAVY, "jsonschema") if h in names)
+    loaded = sorted(h for h in (*HEAVY, "jsonschema", "attrs", "cattrs", "logging") if h in names)
     assert not loaded, f"a greeting create imported {loaded}"
     request["createResourceRequest"]["inputProperties"]["name"] = "not valid"
     done, names = imported_modules(SERVE[1:], (json.dumps(request) + "\n").encode())

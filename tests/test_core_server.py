@@ -94,6 +94,9 @@ def test_plugin_output_on_stdout_never_reaches_the_protocol_stream(tmp_path):
     assert b"a plugin printing to stdout" in err
     assert b"a plugin writing to fd 1" in err
     assert b"a child process writing to stdout" in err
+    # logging, first imported by the plugin, is configured at once: our format, secrets masked
+    assert b"greeting.lib: warning: a library logging the secret <redacted>" in err
+    assert b"greeting-canary" not in err
 
 
 def test_plugin_bug_is_an_error_response_with_traceback_only_in_debug(tmp_path):
