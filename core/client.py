@@ -7,7 +7,6 @@ protocol is exercised end to end, byte for byte.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from typing import Sequence

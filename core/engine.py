@@ -74,8 +74,20 @@ class Engine:
         )
 
     def _context(self, type_name: str, stateful: bool = True) -> Context:
-        timeout = os.environ.get(TIMEOUT_ENV)
-        deadline = time.monotonic() + float(timeout) if timeout else None
+        raw = os.environ.get(TIMEOUT_ENV)
+        deadline = None
+        if raw:
+            try:
+                seconds = float(raw)
+            except ValueError:
+                seconds = -1.0
+            if not seconds > 0:  # also refuses nan
+                raise InvalidInput(
+                    f"the environment variable {TIMEOUT_ENV}={raw!r} is not a positive number of seconds",
+                    resource=type_name,
+                    hint=f"unset {TIMEOUT_ENV}, or set it to seconds, e.g. 600",
+                )
+            deadline = time.monotonic() + seconds
         return Context(type_name=type_name, stateful=stateful, deadline=deadline)
 
     def _inputs(self, rtype: ResourceType, inputs: dict[str, Any], root: str) -> dict[str, Any]:

@@ -54,6 +54,13 @@ def test_classes_and_schema_name_the_same_kinds_and_fields():
         assert set(body["required"]) == required, kind
 
 
+def test_the_hot_path_and_the_classes_know_the_same_kinds():
+    from fediversity_providers.core import wire
+
+    assert set(wire.REQUEST_KINDS) == set(m.REQUEST_KINDS)
+    assert set(wire.RESPONSE_KINDS) == set(m.KINDS) - set(m.REQUEST_KINDS)
+
+
 def test_error_kinds_survive_the_wire():
     for error in (NotFound("gone", resource="t"), InvalidInput("bad", field="inputProperties.x", resource="t"),
                   AccessDenied("no", resource="t", hint="fix the key")):

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -189,3 +188,14 @@ def test_newer_v0_revisions_destroy_and_state_events_without_nixops_version(tmp_
     assert answers[3] == {"stateResourceEventResponse": {}}
     events = answers[4]["stateResourceReadResponse"]["state"]["events"]
     assert events == [{"event": "create", "nixopsVersion": None, "patch": {"op": "add"}}]
+
+
+def test_a_bad_timeout_setting_is_named_not_blamed_on_a_plugin(tmp_path):
+    require_greeting_plugin()
+    env = dict(os.environ, FEDIVERSITY_PROVIDERS_TIMEOUT="ten minutes")
+    out, _, status = serve_lines([line(create(tmp_path))], env=env)
+    message = json.loads(out[0])["errorResponse"]["message"]
+    assert status == 0
+    assert "FEDIVERSITY_PROVIDERS_TIMEOUT='ten minutes' is not a positive number of seconds" in message
+    assert "bug in plugin" not in message
+    assert not (tmp_path / "greeting.txt").exists()

@@ -6,7 +6,7 @@ import attrs
 import pytest
 
 from fediversity_providers import ResourceType, hookimpl
-from fediversity_providers.testing import InProcessDriver, conformance
+from fediversity_providers.testing import InProcessDriver
 from fediversity_providers.testing.conformance import ConformanceFailure, check_classes_match_schema
 
 SCHEMA_IN = {

@@ -114,7 +114,7 @@ def _mutations(schema: dict[str, Any], valid: dict[str, Any]):
     properties = schema.get("properties", {})
     required = [name for name in schema.get("required", []) if name in valid]
 
-    def with_extra(pair):
+    def with_value(pair):  # an unknown field added, or a known one replaced
         name, value = pair
         broken = copy.deepcopy(valid)
         broken[name] = value
@@ -125,18 +125,13 @@ def _mutations(schema: dict[str, Any], valid: dict[str, Any]):
         broken.pop(name, None)
         return broken
 
-    def replaced(pair):
-        name, value = pair
-        broken = copy.deepcopy(valid)
-        broken[name] = value
-        return broken
 
     unknown_names = st.text(min_size=1, max_size=12).filter(lambda n: n not in properties)
-    strategies = [st.tuples(unknown_names, json_values).map(with_extra)]
+    strategies = [st.tuples(unknown_names, json_values).map(with_value)]
     if required:
         strategies.append(st.sampled_from(required).map(without))
     if properties:
-        strategies.append(st.tuples(st.sampled_from(sorted(properties)), json_values).map(replaced))
+        strategies.append(st.tuples(st.sampled_from(sorted(properties)), json_values).map(with_value))
     strategies.append(json_values.filter(lambda v: not isinstance(v, dict)))
     return st.one_of(strategies)
 
