@@ -26,7 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fediversity_providers.testing.garage import GarageEmulator, MotoS3
+from fediversity_providers.providers.garage_bucket.testing import GarageEmulator, MotoS3
 from fediversity_providers.core import messages as m
 from fediversity_providers.core.client import ProviderProcess
 

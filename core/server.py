@@ -13,7 +13,7 @@ import signal
 import sys
 from typing import BinaryIO
 
-from . import logs, wire
+from . import logs, requestline, wire
 from .engine import Engine
 from .errors import ProtocolError
 
@@ -38,7 +38,7 @@ def claim_stdio() -> tuple[BinaryIO, BinaryIO]:
 
 def _answer(engine: Engine, line: bytes) -> bytes:
     try:
-        kind, body = wire.parse_request(line)
+        kind, body = requestline.parse_request(line)
     except ProtocolError as error:
         return wire.encode("errorResponse", {"message": str(error)})
     return wire.encode(*engine.handle(kind, body))

@@ -1,11 +1,13 @@
 """Lines on the wire, on the provider's hot path: bytes in, (kind, body) out, and back.
 
-A request that ``schemas/protocol.json`` accepts is split into its kind and
-body with the standard library and :mod:`quickcheck` alone; attrs, cattrs and
+The standard library alone: a line's JSON value, its kind and body, and an
+answer line.  :mod:`requestline` adds the check against
+``schemas/protocol.json`` (with :mod:`quickcheck`); attrs, cattrs and
 jsonschema are imported only to explain a line that is refused
 (:mod:`messages` holds the typed classes and the cattrs converter, the
-authority on what a message is).  NixOps4 starts a process per operation, and
-those imports would cost more than the rest of the start-up together.
+authority on what a message is, and builds on this module).  NixOps4 starts a
+process per operation, and those imports would cost more than the rest of the
+start-up together.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from .errors import ProtocolError
 
-__all__ = ["REQUEST_KINDS", "RESPONSE_KINDS", "parse_line", "split", "parse_request", "encode", "json_type"]
+__all__ = ["REQUEST_KINDS", "RESPONSE_KINDS", "parse_line", "split", "encode", "json_type"]
 
 REQUEST_KINDS = (
     "createResourceRequest",
@@ -36,7 +38,6 @@ RESPONSE_KINDS = (
     "stateResourceEventResponse",
     "errorResponse",
 )
-_request_check = None
 
 
 def json_type(value: Any) -> str:
@@ -76,28 +77,7 @@ def split(value: Any, kinds: tuple[str, ...] | Any = REQUEST_KINDS) -> tuple[str
     return kind, body
 
 
-def _well_formed(value: Any) -> bool:
-    global _request_check
-    if _request_check is None:
-        from . import quickcheck
-        from .resource import load_schema
-
-        document = load_schema("protocol")
-        _request_check = quickcheck.compile(document["$defs"]["request"], document) or (lambda v: False)
-    return _request_check(value)
-
-
-def parse_request(line: bytes | str) -> tuple[str, dict[str, Any]]:
-    """``(kind, body)`` of a well-formed request line, or :class:`ProtocolError` saying what is wrong."""
-    value = parse_line(line)
-    kind, body = split(value)
-    if not _well_formed(value):
-        from . import messages  # the typed classes explain what is wrong
-
-        messages.decode(value, messages.REQUEST_KINDS)
-    return kind, body
-
-
 def encode(kind: str, body: dict[str, Any]) -> bytes:
     """One wire line, ``\\n``-terminated, without pretty-printing."""
     return (json.dumps({kind: body}, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
+

@@ -337,7 +337,7 @@ def test_persistent_failure_is_reported_and_rolled_back(garage, driver, op):
 
 
 def test_v1_deletes_on_garage_2_say_what_to_do(garage_emulator, garage_s3, driver, tmp_path):
-    from fediversity_providers.testing.garage import GarageTarget
+    from fediversity_providers.providers.garage_bucket.testing import GarageTarget
 
     emu = garage_emulator  # Garage 2.x, which serves v1 except its deletes
     token_file = tmp_path / "token"
@@ -429,7 +429,7 @@ def test_traffic_outside_the_documents_is_caught(garage_emulator):
 
 
 def test_corrections_to_the_documents():
-    from fediversity_providers.testing.garage_openapi import Spec, SpecViolation
+    from fediversity_providers.providers.garage_bucket.testing.openapi import Spec, SpecViolation
 
     v1, v2 = Spec("v1"), Spec("v2")
     h = {"authorization": "Bearer t"}
@@ -451,7 +451,7 @@ def test_corrections_to_the_documents():
 
 
 def test_reference_documents_location(monkeypatch, tmp_path):
-    from fediversity_providers.testing import garage_openapi
+    from fediversity_providers.providers.garage_bucket.testing import openapi as garage_openapi
 
     found = garage_openapi.reference_dir()
     assert (found / "garage-admin-v1.yml").is_file() and (found / "garage-admin-v2.json").is_file()
@@ -484,7 +484,7 @@ def test_any_settings_converge_and_read_back(garage_s3, tmp_path):
     on both API versions, with every request and answer inside the documents."""
     from hypothesis import HealthCheck, given, settings, strategies as st
 
-    from fediversity_providers.testing.garage import GarageEmulator
+    from fediversity_providers.providers.garage_bucket.testing import GarageEmulator
 
     sizes = st.none() | st.integers(min_value=0, max_value=2**40)
     key = st.fixed_dictionaries({"read": st.booleans(), "write": st.booleans(), "owner": st.booleans()})

@@ -278,7 +278,7 @@ def test_cold_start_imports_no_backend():
 
 
 def test_tls_verification(driver, tmp_path):
-    from fediversity_providers.core.testing.proxmox import PveEmulator
+    from fediversity_providers.providers.proxmox_vm.testing import PveEmulator
 
     with PveEmulator(tls_dir=tmp_path / "tls") as em:
         secret = tmp_path / "secret"

@@ -11,7 +11,7 @@ import json
 from typing import Iterable, Sequence
 
 from fediversity_providers.core import messages as m
-from fediversity_providers.core import wire
+from fediversity_providers.core import requestline, wire
 from fediversity_providers.core.client import ProviderProcess
 from fediversity_providers.core.engine import Engine
 from fediversity_providers.core.errors import ProtocolError, from_message
@@ -79,7 +79,7 @@ class InProcessDriver(Driver):
 
     def send(self, message: dict) -> dict:
         try:
-            kind, body = wire.parse_request(json.dumps(message))
+            kind, body = requestline.parse_request(json.dumps(message))
             response = self.engine.handle(kind, body)
         except ProtocolError as error:
             response = "errorResponse", {"message": str(error)}

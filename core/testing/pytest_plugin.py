@@ -1,6 +1,9 @@
-"""The pytest plugin (entry point ``pytest11``): the kit's fixtures, ready to use.
+"""The pytest plugin (entry point ``pytest11``): the kit's generic fixtures, ready to use.
 
-Each test environment module adds its fixtures by being imported here.
+Each generic test environment module adds its fixtures by being imported here.
+A provider's own test environment registers its fixtures through a
+``pytest11`` entry point of its own, as its resource type registers through
+``fediversity_providers``: this plugin knows no provider.
 """
 
 from __future__ import annotations
@@ -28,8 +31,6 @@ def provider_subprocess():
 
 
 # The test environments; each module's fixtures become the plugin's.
-from .garage import *  # noqa: E402,F401,F403
 from .hosts import *  # noqa: E402,F401,F403
 from .nixeval import *  # noqa: E402,F401,F403
 from .nixos import *  # noqa: E402,F401,F403
-from .proxmox import *  # noqa: E402,F401,F403

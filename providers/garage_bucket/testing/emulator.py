@@ -1,6 +1,6 @@
-"""The emulator behind :mod:`.garage`: Garage's admin API state, its HTTP handler, and moto S3.
+"""The emulator behind :mod:`.fixtures`: Garage's admin API state, its HTTP handler, and moto S3.
 
-See :mod:`.garage` for what it does and the fixtures that serve it.
+See :mod:`.fixtures` for what it does and the fixtures that serve it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import urllib.parse
 from collections import Counter
 from typing import Any
 
-from .garage_openapi import Spec, SpecViolation
+from .openapi import Spec, SpecViolation
 
 __all__ = ["GarageEmulator", "MotoS3", "Fault"]
 
@@ -132,7 +132,7 @@ class GarageEmulator:
         self.s3_gate = None
         self.s3_endpoint = None
         if s3 is not None:
-            from .garage_s3 import S3Gate
+            from .s3_gate import S3Gate
 
             self.s3_gate = S3Gate(self, s3.endpoint, s3_port)
             self.s3_endpoint = self.s3_gate.endpoint

@@ -8,7 +8,7 @@ lifecycle and objects, and the emulator counts objects and refuses to delete a
 non-empty bucket as Garage does.
 
 Every request it receives and every response it gives is checked against
-Garage's official OpenAPI documents (:mod:`.garage_openapi`); a request that
+Garage's official OpenAPI documents (:mod:`.openapi`); a request that
 does not conform is answered 400 and recorded in ``violations`` (the fixtures
 fail the test on any).  Fault switches (:meth:`GarageEmulator.fault`) make it
 answer 5xx, answer slowly, drop the connection before doing anything, or do
@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from .garage_emulator import Fault, GarageEmulator, MotoS3
+from .emulator import Fault, GarageEmulator, MotoS3
 
 __all__ = ["GarageEmulator", "MotoS3", "Fault", "GarageTarget", "garage_s3", "garage", "garage_emulator"]
 
@@ -118,7 +118,7 @@ def garage(request, garage_s3, tmp_path):
     ``GARAGE_BIN`` set, a real Garage started from that binary."""
     token_file = tmp_path / "garage-admin-token"
     if request.param == "real":
-        from .garage_real import RealGarage
+        from .real import RealGarage
 
         real = RealGarage(Path(os.environ["GARAGE_BIN"]), tmp_path / "garage")
         try:
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import signal
 
-    parser = argparse.ArgumentParser(prog="python -m fediversity_providers.testing.garage",
+    parser = argparse.ArgumentParser(prog="python -m fediversity_providers.providers.garage_bucket.testing",
                                      description=main.__doc__)
     parser.add_argument("--garage-version", type=int, choices=(1, 2), default=2)
     parser.add_argument("--admin-port", type=int, default=0)

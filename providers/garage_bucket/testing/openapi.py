@@ -1,8 +1,9 @@
 """Check admin-API traffic against Garage's official OpenAPI documents.
 
-The documents are not shipped: they sit beside the checkout, in
-``../shared/reference/garage/`` (``garage-admin-v1.yml``, ``garage-admin-v2.json``),
-or wherever ``FEDIVERSITY_GARAGE_OPENAPI_DIR`` points.
+The documents are not shipped with the package: the repository holds verbatim
+copies, with their provenance, in ``tests/reference/garage/``
+(``garage-admin-v1.yml``, ``garage-admin-v2.json``); ``FEDIVERSITY_GARAGE_OPENAPI_DIR``
+points elsewhere.
 
 Where the documents are known to be wrong (checked against Garage's router),
 :class:`Spec` applies these corrections and no others:
@@ -20,10 +21,11 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import urllib.parse
 from pathlib import Path
 from typing import Any
+
+from fediversity_providers.testing.reference import reference_path
 
 __all__ = ["Spec", "SpecViolation", "reference_dir", "ENV"]
 
@@ -44,16 +46,8 @@ class SpecViolation(AssertionError):
 
 
 def reference_dir() -> Path:
-    """Where the documents are: ``$FEDIVERSITY_GARAGE_OPENAPI_DIR``, else beside the repository."""
-    if os.environ.get(ENV):
-        return Path(os.environ[ENV])
-    here = Path(__file__).resolve()
-    candidates = [here.parents[2], Path.cwd(), *Path.cwd().parents]
-    for root in candidates:
-        path = root.parent / "shared" / "reference" / "garage"
-        if (root / "pyproject.toml").exists() and path.is_dir():
-            return path
-    return here.parents[2].parent / "shared" / "reference" / "garage"
+    """Where the documents are: ``$FEDIVERSITY_GARAGE_OPENAPI_DIR``, else the repository's ``tests/reference/garage/``."""
+    return reference_path("garage", env=ENV)
 
 
 @functools.cache
@@ -62,7 +56,7 @@ def _load(version: str, directory: str) -> dict:
     if not path.is_file():
         raise FileNotFoundError(
             f"Garage's admin API document {path} is missing: the garage tests check all traffic against it "
-            f"(put Garage's documents in ../shared/reference/garage/ beside the repository, or set {ENV})")
+            f"(the repository keeps them in tests/reference/garage/; or point {ENV} at a folder holding them)")
     text = path.read_text()
     if path.suffix == ".json":
         return json.loads(text)

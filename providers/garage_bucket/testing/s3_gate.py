@@ -15,12 +15,9 @@ import http.server
 import re
 import threading
 import urllib.parse
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .garage_emulator import GarageEmulator
-
-__all__ = ["S3Gate"]
+__all__ = ["S3Gate", "Permissions"]
 
 _OWNER = {"cors", "lifecycle", "website", "policy", "acl"}
 _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"}
@@ -48,10 +45,23 @@ def access_key(headers, query: dict[str, str]) -> str | None:
     return credential.split("/", 1)[0] or None
 
 
+class Permissions(Protocol):
+    """What the gate reads of Garage's state (the emulator's ``GarageEmulator`` is one).
+
+    Declared here rather than imported, so that the gate does not import the
+    emulator that starts it.
+    """
+
+    lock: Any
+    keys: dict[str, dict]
+
+    def bucket_by_alias(self, alias: str) -> dict | None: ...
+
+
 class S3Gate:
     """Checks each S3 request against ``emulator``'s keys and permissions, then forwards it to ``upstream``."""
 
-    def __init__(self, emulator: "GarageEmulator", upstream: str, port: int = 0) -> None:
+    def __init__(self, emulator: Permissions, upstream: str, port: int = 0) -> None:
         self.emulator = emulator
         self.upstream = urllib.parse.urlsplit(upstream).netloc
         self.refused: list[str] = []

@@ -1,11 +1,11 @@
 """Proxmox VE's API schema (``pve-apidoc.json``) as a checker of requests and answers.
 
-Used by the emulator in :mod:`.proxmox`: every request a client sends is
+Used by the emulator in :mod:`.emulator`: every request a client sends is
 checked for path, method, parameter names, types, enums, required parameters
 and the property strings of ``net0`` and friends; every answer the emulator
 gives is checked against the request's ``returns``.  The document is found
-through ``$FEDIVERSITY_PVE_APIDOC``, else at
-``shared/reference/proxmox/pve-apidoc.json`` beside the repository checkout.
+through ``$FEDIVERSITY_PVE_APIDOC``, else at the repository's verbatim copy,
+``tests/reference/proxmox/pve-apidoc.json``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from fediversity_providers.testing.reference import reference_path
+
 __all__ = ["ApiSchema", "apidoc_path", "load", "APIDOC_ENV"]
 
 APIDOC_ENV = "FEDIVERSITY_PVE_APIDOC"
@@ -28,15 +30,9 @@ TAGS = re.compile(r"[a-z0-9_][a-z0-9_\-+.]*([;, ][a-z0-9_][a-z0-9_\-+.]*)*")
 
 
 def apidoc_path() -> Path | None:
-    """Where ``pve-apidoc.json`` is: the environment variable, else beside the checkout."""
-    if os.environ.get(APIDOC_ENV):
-        return Path(os.environ[APIDOC_ENV])
-    repo_root = Path(__file__).resolve().parents[2]
-    for root in (repo_root, Path.cwd()):
-        candidate = root.parent / "shared" / "reference" / "proxmox" / "pve-apidoc.json"
-        if candidate.is_file():
-            return candidate
-    return None
+    """Where ``pve-apidoc.json`` is: the environment variable, else the repository's ``tests/reference/``."""
+    path = reference_path("proxmox", "pve-apidoc.json", env=APIDOC_ENV)
+    return path if path.is_file() or os.environ.get(APIDOC_ENV) else None
 
 
 # -- the API schema ---------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 Each action gets the emulator (its lock held), the request's parameters and
 the path's groups, and returns the answer's ``data`` or raises
-:class:`ApiError`.  Kept apart from :mod:`.proxmox` (the server, the switches,
-the fixtures) so that each stays readable.
+:class:`ApiError`.  Kept apart from :mod:`.emulator` (the server and the
+switches) so that each stays readable; what an action needs of the emulator is
+declared here as :class:`Cluster`, so that this module does not import the
+emulator that imports it.
 """
 
 from __future__ import annotations
@@ -14,16 +16,33 @@ import hashlib
 import json
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable, Protocol
 from urllib.parse import unquote
 
-if TYPE_CHECKING:
-    from .proxmox import PveEmulator
-
-__all__ = ["ROUTES", "ApiError", "Drop", "COLD_KEYS", "mac", "opts"]
+__all__ = ["ROUTES", "ApiError", "Drop", "COLD_KEYS", "Cluster", "mac", "opts"]
 
 #: What a running VM only picks up when it (re)starts.
 COLD_KEYS = ("cores", "memory", "ciuser", "sshkeys", "ipconfig0", "sockets", "cpu")
+
+
+class Cluster(Protocol):
+    """What the actions read and change of the emulated cluster (``PveEmulator`` is one)."""
+
+    nodes: list[str]
+    token_id: str
+    vms: dict[int, dict[str, Any]]
+    tasks: dict[str, dict[str, Any]]
+    agent_delay: float
+    agent_never: bool
+    steal_ids: int
+
+    def _vm(self, node: str, vmid: str, *, unlocked: bool = False) -> dict[str, Any]: ...
+
+    def _merged(self, vm: dict[str, Any]) -> dict[str, Any]: ...
+
+    def _task(self, node: str, kind: str, ident: Any, done: Callable[[], None] | None = None) -> str: ...
+
+    def _address(self, vmid: int, vm: dict[str, Any]) -> str: ...
 
 
 class ApiError(Exception):
@@ -45,22 +64,22 @@ def opts(value: str) -> dict[str, str]:
     return dict(part.partition("=")[::2] for part in str(value).split(",") if part)
 
 
-def _version(em: PveEmulator, params: dict) -> Any:
+def _version(em: Cluster, params: dict) -> Any:
     return {"version": "8.3.0", "release": "8.3", "repoid": "emulated"}
 
 
-def _nodes(em: PveEmulator, params: dict) -> Any:
+def _nodes(em: Cluster, params: dict) -> Any:
     return [{"node": n, "status": "online", "type": "node", "id": f"node/{n}"} for n in em.nodes]
 
 
-def _nextid(em: PveEmulator, params: dict) -> Any:
+def _nextid(em: Cluster, params: dict) -> Any:
     vmid = 100
     while vmid in em.vms:
         vmid += 1
     return vmid
 
 
-def _resources(em: PveEmulator, params: dict) -> Any:
+def _resources(em: Cluster, params: dict) -> Any:
     result = []
     for vmid, vm in sorted(em.vms.items()):
         config = em._merged(vm)
@@ -75,7 +94,7 @@ def _resources(em: PveEmulator, params: dict) -> Any:
     return result if params.get("type") in (None, "vm") else []
 
 
-def _clone(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
+def _clone(em: Cluster, params: dict, node: str, vmid: str) -> Any:
     source = em._vm(node, vmid)
     newid = int(params["newid"])
     target = params.get("target", node)
@@ -120,7 +139,7 @@ def _clone(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
     return upid
 
 
-def _get_config(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
+def _get_config(em: Cluster, params: dict, node: str, vmid: str) -> Any:
     vm = em._vm(node, vmid)
     config = dict(vm["config"]) if params.get("current") in ("1", "true") else em._merged(vm)
     for key in ("cores", "sockets", "template"):  # typed as integers in Proxmox's answer
@@ -130,7 +149,7 @@ def _get_config(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
     return config
 
 
-def _set_config(em: PveEmulator, params: dict, node: str, vmid: str, *, asynchronous: bool = True) -> Any:
+def _set_config(em: Cluster, params: dict, node: str, vmid: str, *, asynchronous: bool = True) -> Any:
     vm = em._vm(node, vmid, unlocked=True)
     running = vm["status"] == "running"
     changes: dict[str, Any] = {k: v for k, v in params.items() if k not in ("delete", "digest", "node", "vmid")}
@@ -149,7 +168,7 @@ def _set_config(em: PveEmulator, params: dict, node: str, vmid: str, *, asynchro
     return em._task(node, "qmconfig", vmid) if asynchronous else None
 
 
-def _pending(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
+def _pending(em: Cluster, params: dict, node: str, vmid: str) -> Any:
     vm = em._vm(node, vmid)
     items = []
     for key in sorted(set(vm["config"]) | set(vm["pending"])):
@@ -165,7 +184,7 @@ def _pending(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
     return items
 
 
-def _resize(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
+def _resize(em: Cluster, params: dict, node: str, vmid: str) -> Any:
     vm = em._vm(node, vmid, unlocked=True)
     disk = params["disk"]
     if disk not in vm["config"]:
@@ -185,7 +204,7 @@ def _resize(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
     return em._task(node, "qmresize", vmid, done)
 
 
-def _current(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
+def _current(em: Cluster, params: dict, node: str, vmid: str) -> Any:
     vm = em._vm(node, vmid)
     config = em._merged(vm)
     return {"vmid": int(vmid), "name": config.get("name", ""), "status": vm["status"],
@@ -193,7 +212,7 @@ def _current(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
             "cpus": int(config.get("cores", 1)), **({"lock": config["lock"]} if config.get("lock") else {})}
 
 
-def _start(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
+def _start(em: Cluster, params: dict, node: str, vmid: str) -> Any:
     vm = em._vm(node, vmid, unlocked=True)
     if vm["config"].get("template"):
         raise ApiError(500, "you can't start a vm if it's a template")
@@ -215,7 +234,7 @@ def _start(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
     return em._task(node, "qmstart", vmid, done)
 
 
-def _stop(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
+def _stop(em: Cluster, params: dict, node: str, vmid: str) -> Any:
     vm = em._vm(node, vmid, unlocked=True)
 
     def done() -> None:
@@ -224,7 +243,7 @@ def _stop(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
     return em._task(node, "qmstop", vmid, done)
 
 
-def _destroy(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
+def _destroy(em: Cluster, params: dict, node: str, vmid: str) -> Any:
     vm = em._vm(node, vmid, unlocked=True)
     if vm["status"] == "running":
         raise ApiError(500, f"VM {vmid} is running - destroy failed")
@@ -237,7 +256,7 @@ def _destroy(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
     return em._task(node, "qmdestroy", vmid, done)
 
 
-def _agent(em: PveEmulator, node: str, vmid: str) -> dict[str, Any]:
+def _agent(em: Cluster, node: str, vmid: str) -> dict[str, Any]:
     vm = em._vm(node, vmid)
     if vm["status"] != "running":
         raise ApiError(500, f"VM {vmid} is not running")
@@ -246,12 +265,12 @@ def _agent(em: PveEmulator, node: str, vmid: str) -> dict[str, Any]:
     return vm
 
 
-def _ping(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
+def _ping(em: Cluster, params: dict, node: str, vmid: str) -> Any:
     _agent(em, node, vmid)
     return {"result": {}}
 
 
-def _interfaces(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
+def _interfaces(em: Cluster, params: dict, node: str, vmid: str) -> Any:
     vm = _agent(em, node, vmid)
     mac = re.search(r"([0-9A-F]{2}(:[0-9A-F]{2}){5})", vm["config"]["net0"], re.I).group(1).lower()
     return {"result": [
@@ -263,7 +282,7 @@ def _interfaces(em: PveEmulator, params: dict, node: str, vmid: str) -> Any:
     ]}
 
 
-def _task_status(em: PveEmulator, params: dict, node: str, upid: str) -> Any:
+def _task_status(em: Cluster, params: dict, node: str, upid: str) -> Any:
     task = em.tasks.get(unquote(upid))
     if task is None or task["node"] != node:
         raise ApiError(400, "Parameter verification failed", {"upid": "no such task"})
@@ -277,7 +296,7 @@ def _task_status(em: PveEmulator, params: dict, node: str, upid: str) -> Any:
     return answer
 
 
-def _task_log(em: PveEmulator, params: dict, node: str, upid: str) -> Any:
+def _task_log(em: Cluster, params: dict, node: str, upid: str) -> Any:
     task = em.tasks.get(unquote(upid))
     if task is None:
         raise ApiError(400, "Parameter verification failed", {"upid": "no such task"})
