@@ -80,6 +80,17 @@ class Context:
         """One line per phase of long work, so a person sees where it is."""
         logs.emit(self.type_name, f"{phase}: {message}" if message else phase)
 
+    def waiting(self, what: str, limit: float | None = None, interval: float | None = None):
+        """A context manager that writes a heartbeat line every few seconds while it lasts.
+
+        ``with ctx.waiting("task UPID:…", limit=900): poll()`` — say what is
+        awaited and the limit; the core writes how long it has been so far.
+        """
+        from .heartbeat import DEFAULT_INTERVAL, Heartbeat
+
+        return Heartbeat(lambda line: self.progress("waiting", line), what, limit=limit,
+                         interval=DEFAULT_INTERVAL if interval is None else interval)
+
     def add_secret(self, value: object) -> None:
         """Mask ``value`` in every log line and error from now on."""
         redact.add_secret(value)

@@ -1,0 +1,79 @@
+"""Text that came from outside: inputs, and what remote servers answer.
+
+Two rules, one module, so that every provider applies them the same way:
+
+- what is *written* somewhere it could be interpreted (an ``ssh_config``, a
+  command line, an HTTP header, a file name) must hold no control character
+  (a newline in an ``ssh_config`` value starts a new directive) and is quoted
+  for its destination;
+- what is *shown* (a remote error message on stderr, in an errorResponse) has
+  its control characters escaped, so a server cannot forge log lines or move
+  the terminal's cursor.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from .errors import InvalidInput
+
+__all__ = ["refuse_control", "ssh_config_value", "shell_quote", "header_value", "path_component", "printable"]
+
+# C0 controls, DEL, C1 controls, and the Unicode line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def refuse_control(value: str, *, field: str) -> str:
+    """``value`` unchanged, or InvalidInput when it holds a control character."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"expected text, got {type(value).__name__}", field=field,
+                           hint="nothing was changed")
+    found = _CONTROL.search(value)
+    if found:
+        raise InvalidInput(f"holds the control character {found.group()!r} at offset {found.start()}",
+                           field=field, hint="remove it; nothing was changed")
+    return value
+
+
+def ssh_config_value(value: str, *, field: str) -> str:
+    """``value`` quoted for one ``ssh_config`` argument.
+
+    ssh_config has no escape for a double quote inside quotes, so values with
+    one are refused, as are control characters.  A leading ``-`` is fine here:
+    an ssh_config argument is never taken as an option.
+    """
+    refuse_control(value, field=field)
+    if '"' in value:
+        raise InvalidInput("holds a double quote, which ssh_config cannot quote", field=field,
+                           hint="remove it; nothing was changed")
+    if value and not re.search(r'[\s#\'\\%=,]', value):
+        return value
+    return f'"{value}"'
+
+
+def shell_quote(value: str, *, field: str) -> str:
+    """``value`` as one word for a POSIX shell (the remote end of ssh runs one)."""
+    return shlex.quote(refuse_control(value, field=field))
+
+
+def header_value(value: str, *, field: str) -> str:
+    """``value`` for an HTTP header: no CR/LF or other control character."""
+    return refuse_control(value, field=field)
+
+
+def path_component(value: str, *, field: str) -> str:
+    """``value`` as one file name: not empty, not ``.``/``..``, no ``/``, no control character."""
+    refuse_control(value, field=field)
+    if value in ("", ".", "..") or "/" in value:
+        raise InvalidInput(f"{value!r} is not a single file name", field=field,
+                           hint="use a name without '/' that is not '.' or '..'; nothing was changed")
+    return value
+
+
+def printable(text: object, limit: int = 500) -> str:
+    """``text`` safe to show: control characters escaped, cut to ``limit`` characters."""
+    text = text if isinstance(text, str) else str(text)
+    if len(text) > limit:
+        text = text[:limit] + f"… ({len(text) - limit} more characters)"
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
