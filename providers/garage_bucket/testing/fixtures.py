@@ -21,6 +21,7 @@ without v1's deletes; ``garage_version=1`` serves only ``/v1/...``.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import urllib.parse
 from pathlib import Path
@@ -141,17 +142,51 @@ def garage(request, garage_s3, tmp_path):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve an emulated Garage (admin API and S3) until interrupted, to try the provider by hand."""
+    """Serve an emulated Garage (admin API and S3), to try the provider by hand.
+
+    In the foreground until interrupted, or with ``--background`` detached
+    until ``python -m fediversity_providers.testing stop garage``, printing
+    ``export`` lines (FVP_GARAGE_ADMIN, FVP_GARAGE_TOKEN_FILE, FVP_GARAGE_S3)
+    for ``eval``.
+    """
     import argparse
     import signal
 
     parser = argparse.ArgumentParser(prog="python -m fediversity_providers.providers.garage_bucket.testing",
                                      description=main.__doc__)
-    parser.add_argument("--garage-version", type=int, choices=(1, 2), default=2)
-    parser.add_argument("--admin-port", type=int, default=0)
-    parser.add_argument("--s3-port", type=int, default=0)
-    parser.add_argument("--token-file", required=True, help="where to write the admin token")
+    parser.add_argument("--garage-version", type=int, choices=(1, 2), default=2,
+                        help="which admin API to serve: 1 (Garage 1.x) or 2 (Garage 2.x; default)")
+    parser.add_argument("--admin-port", type=int, default=0, help="admin API port on 127.0.0.1 (default: any free)")
+    parser.add_argument("--s3-port", type=int, default=0, help="S3 port on 127.0.0.1 (default: any free)")
+    parser.add_argument("--token-file", help="where to write the admin token (default with --background: "
+                                             "a file beside the keeper's log)")
+    parser.add_argument("--background", action="store_true",
+                        help="detach, print export lines for eval, keep serving until stopped")
     args = parser.parse_args(argv)
+    if args.background:
+        from fediversity_providers.testing import background
+
+        token_file = Path(args.token_file or background.state_dir() / "garage-admin-token")
+
+        def start():
+            s3 = MotoS3()
+            emu = GarageEmulator(args.garage_version, s3=s3, port=args.admin_port, s3_port=args.s3_port)
+            token_file.write_text(emu.token + "\n")
+            token_file.chmod(0o600)
+
+            def close():
+                emu.close()
+                s3.stop()
+            return {"FVP_GARAGE_ADMIN": emu.endpoint, "FVP_GARAGE_TOKEN_FILE": str(token_file),
+                    "FVP_GARAGE_S3": emu.s3_endpoint}, close
+        try:
+            found = background.keep("garage", start)
+        except RuntimeError as error:
+            raise SystemExit(f"{parser.prog}: {error}") from None
+        sys.stdout.write(background.exports(found))
+        return
+    if not args.token_file:
+        parser.error("--token-file is required in the foreground")
     s3 = MotoS3()
     emu = GarageEmulator(args.garage_version, s3=s3, port=args.admin_port, s3_port=args.s3_port)
     Path(args.token_file).write_text(emu.token + "\n")
