@@ -27,6 +27,9 @@ class Twin(ResourceType):
     name = "greeting"
     input_schema = output_schema = {"type": "object"}
 
+    def create(self, inputs, ctx):
+        return {}
+
 
 class TwinPlugin:
     @hookimpl
@@ -39,7 +42,7 @@ def test_external_plugin_is_found_through_its_entry_point_and_served(tmp_path):
     plugins = json.loads(cli("plugins", "--json").stdout)
     greeting = next(p for p in plugins if "greeting" in p["types"])
     assert greeting == {"plugin": "greeting", "distribution": "greeting-plugin", "builtin": False,
-                        "types": ["greeting", "greeting_journal"]}
+                        "types": ["greeting", "greeting_journal"], "problems": []}
     steps = conformance.check(InProcessDriver(), "greeting", {"directory": str(tmp_path), "name": "A"},
                               {"directory": str(tmp_path), "name": "B", "greeting": "Hi"})
     assert steps[-1] == "read after delete says not found"
@@ -54,14 +57,17 @@ def test_builtin_providers_come_through_the_same_entry_point_group():
             assert ep.value == f"fediversity_providers.providers.{ep.name}"
 
 
-def test_duplicate_type_names_are_refused_naming_both_plugins():
+def test_duplicate_type_names_are_refused_naming_both_plugins_and_break_only_that_type():
     require_greeting_plugin()
+    registry = Registry([TwinPlugin()])
     with pytest.raises(PluginError) as caught:
-        Registry([TwinPlugin()]).types
+        registry.get("greeting")
     message = str(caught.value)
     assert "'greeting' is provided twice" in message
     assert "plugin 'greeting' (greeting-plugin)" in message
-    assert "TwinPlugin" in message or "plugin '" in message.split("and by")[1]
+    assert "plugin 'test_core_plugins.TwinPlugin' (not installed)" in message
+    assert "greeting" not in registry.types
+    assert registry.get("greeting_journal").name == "greeting_journal"  # the rest is served
 
 
 def test_an_environment_variable_limits_external_plugins():
@@ -96,21 +102,27 @@ def test_entry_point_cache_is_used_while_valid_and_refreshed_when_sys_path_chang
     assert {ep.name for ep in refreshed} == {ep.name for ep in first}
 
 
-def test_a_plugin_that_fails_to_import_is_named(monkeypatch):
+def test_a_plugin_that_fails_to_import_is_named_and_breaks_only_itself(monkeypatch):
     from fediversity_providers.core import plugins
 
     broken = entrypoints.EntryPoint("broken", "no_such_module_anywhere", "broken-dist")
-    monkeypatch.setattr(plugins, "discover", lambda group: [broken])
+    real = plugins.discover
+    monkeypatch.setattr(plugins, "discover", lambda group: [broken, *real(group)])
+    registry = Registry()
+    assert registry.get("proxmox_vm").name == "proxmox_vm"
     with pytest.raises(PluginError) as caught:
-        Registry().types
-    assert "cannot load plugin 'broken' (no_such_module_anywhere) from broken-dist" in str(caught.value)
+        registry.get("no_such_type")
+    message = str(caught.value)
+    assert "plugin 'broken' (broken-dist) is broken: cannot be imported (no_such_module_anywhere)" in message
+    assert "ModuleNotFoundError" in message and "may be the one that provides this type" in message
 
 
 def test_types_schema_and_plugins_commands():
     table = cli("types")
     assert table.returncode == 0 and table.stdout.startswith("TYPE")
     listed = json.loads(cli("types", "--json").stdout)
-    assert all(set(t) == {"name", "description", "requireState", "plugin", "distribution"} for t in listed)
+    assert all(set(t) == {"name", "description", "requireState", "plugin", "distribution", "problems"}
+               for t in listed)
     schema = json.loads(cli("schema", "proxmox_vm").stdout)
     assert schema["title"] == "proxmox_vm" and schema["inputs"]["type"] == "object"
     unknown = cli("schema", "nope")
