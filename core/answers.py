@@ -23,12 +23,21 @@ __all__ = ["check_writable", "report_unsent", "MAKES_THINGS"]
 MAKES_THINGS = ("createResourceResponse", "updateResourceResponse")
 
 
+def _shallow(value: Any, depth: int = 16) -> Any:
+    """``value`` with whatever nests deeper than ``depth`` replaced by a marker."""
+    if isinstance(value, dict):
+        return {str(k): _shallow(v, depth - 1) for k, v in value.items()} if depth else "(nested deeper)"
+    if isinstance(value, (list, tuple)):
+        return [_shallow(v, depth - 1) for v in value] if depth else "(nested deeper)"
+    return value
+
+
 def describe(value: Any) -> str:
     """A best-effort JSON rendering of anything a plugin returned, for a log line."""
     try:
-        return json.dumps(value, ensure_ascii=True, allow_nan=True, default=repr, sort_keys=True)
+        return json.dumps(_shallow(value), ensure_ascii=True, allow_nan=True, default=repr, sort_keys=True)
     except (ValueError, TypeError, RecursionError):
-        return repr(value)[:2000]
+        return repr(type(value))
 
 
 def report_unsent(name: str, kind: str, body: Any, why: str) -> None:
