@@ -243,6 +243,10 @@ class Registry:
                     if isinstance(name, str):
                         _broken.add(name)
                     return
+                if name in _mine:
+                    _problems.append(f"registers the type {name!r} twice: register each type once")
+                    _broken.add(name)
+                    return
                 _mine[name] = Registration(resource_type, _p, _d)
 
             try:
@@ -253,6 +257,8 @@ class Registry:
                 continue
             if problems:
                 self._fail(plugin_name, distribution, tuple(sorted(broken_names)), problems)
+            for name in broken_names:
+                mine.pop(name, None)
             for name, registration in mine.items():
                 claims.setdefault(name, []).append((plugin_name, distribution))
                 found.setdefault(name, registration)

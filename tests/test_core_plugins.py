@@ -296,3 +296,17 @@ def test_an_installed_broken_plugin_breaks_only_itself_under_serve_types_and_plu
     assert check.stdout.startswith("plugin 'broken' (brokenplug): ")
     clean = cli("plugins", "--check")
     assert clean.returncode == 0 and clean.stdout.startswith("no problems found in ")
+
+
+def test_a_plugin_registering_one_name_twice_breaks_that_type_only():
+    class Twice:
+        @hookimpl
+        def register_resource_types(self, register):
+            register(Twin())
+            register(Twin())
+            register(KebabName.__mro__[1]())  # NoCreate: broken on its own
+
+    registry = Registry([Twice()], entry_points=False)
+    assert "greeting" not in registry.types
+    problems = " ".join(p for f in registry.failures for p in f.problems)
+    assert "registers the type 'greeting' twice" in problems and "does not implement `create`" in problems
