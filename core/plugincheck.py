@@ -142,10 +142,19 @@ def metaschema_problems(resource_type: Any) -> list[str]:
         schema, problem = _loaded(resource_type, attribute)
         if problem or not isinstance(schema, (dict, bool)):
             continue  # schema_problems says so
-        cls = validator_for(schema)
-        try:
-            cls.check_schema(schema)
-        except SchemaError as error:
-            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-            problems.append(f"{attribute}{where} is not valid JSON Schema: {error.message}")
+        cached = _metaschema_verdicts.get(id(schema))
+        if cached is None or cached[0] is not schema:  # each driver checks again: keep the verdict
+            try:
+                validator_for(schema).check_schema(schema)
+                verdict = None
+            except SchemaError as error:
+                verdict = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path), \
+                    error.message
+            cached = _metaschema_verdicts[id(schema)] = (schema, verdict)
+        if cached[1] is not None:
+            where, message = cached[1]
+            problems.append(f"{attribute}{where} is not valid JSON Schema: {message}")
     return problems
+
+
+_metaschema_verdicts: dict[int, tuple[Any, Any]] = {}
