@@ -236,3 +236,18 @@ def test_log_lines_escape_control_characters_but_keep_a_tracebacks_lines(capsys)
     logs.emit("greeting", "host said \x1b[2J\x9b\u202eevil\r\nnext line\tindented")
     err = capsys.readouterr().err
     assert err == "greeting: host said \\x1b[2J\\x9b\\u202eevil\\x0d\nnext line\tindented\n"
+
+
+@settings(max_examples=200, deadline=None)
+@given(shape=st.lists(st.sampled_from(["[", "{"]), min_size=1, max_size=3000))
+def test_any_nesting_is_parsed_or_refused_by_depth_never_crashes(shape):
+    from fediversity_providers.core.errors import ProtocolError
+
+    text = "".join('{"k":' if c == "{" else "[" for c in shape) + "0" + "".join(
+        "}" if c == "{" else "]" for c in reversed(shape))
+    if len(shape) <= wire.MAX_DEPTH:
+        assert wire.parse_line(text) is not None
+        assert wire.unwritable(wire.parse_line(text), "x") is None
+    else:
+        with pytest.raises(ProtocolError, match="more than 64 deep"):
+            wire.parse_line(text)

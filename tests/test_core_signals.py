@@ -95,3 +95,19 @@ def test_readme_and_changelog_state_the_same_exit_statuses():
     rule = "status 1 when one was not"
     assert rule in readme and rule in changelog
     assert "SIGINT end it with\n  status 0" not in changelog
+
+
+def test_the_plugin_region_marks_a_method_interruptible_and_refuses_to_start_one_after_a_stop():
+    from fediversity_providers.core import interrupt
+
+    region = interrupt._PluginRegion()
+    with region:
+        assert interrupt.plugin_running()
+    assert not interrupt.plugin_running()
+    with pytest.raises(ValueError), region:  # an exception leaves the region too
+        raise ValueError
+    assert not interrupt.plugin_running()
+    region.stop = "SIGTERM"
+    with pytest.raises(Interrupted, match="SIGTERM"), region:
+        pytest.fail("a plugin method started after the stop")
+    assert not interrupt.plugin_running()
