@@ -23,11 +23,14 @@ def _types(registry: Registry) -> list[dict]:
         }
         for name, reg in registry.types.items()
     ]
+    broken: dict[str, dict] = {}
     for failure in failures:
         for name in failure.types:
-            rows.append({"name": name, "description": "", "requireState": None, "plugin": failure.plugin,
-                         "distribution": failure.distribution, "problems": list(failure.problems)})
-    return sorted(rows, key=lambda row: row["name"])
+            row = broken.setdefault(name, {"name": name, "description": "", "requireState": None,
+                                           "plugin": failure.plugin, "distribution": failure.distribution,
+                                           "problems": []})
+            row["problems"].extend(failure.problems)
+    return sorted([*rows, *broken.values()], key=lambda row: row["name"])
 
 
 def _unloaded(registry: Registry) -> list[str]:

@@ -110,6 +110,7 @@ class Registry:
         self._failures: list[Failure] = []
         self._broken: dict[str, Failure] = {}
         self._checked: set[str] = set()
+        self._refused: list[Registration] = []  # types refused at registration, for check() to look into
         self.extra_plugin_names: set[str] = set()
         self.manager = pluggy.PluginManager(hookspecs.PROJECT)
         self.manager.add_hookspecs(hookspecs)
@@ -160,6 +161,16 @@ class Registry:
         """
         for name in sorted(self.types):
             self._check(name, full=full)
+        refused, self._refused = self._refused, []
+        for registration in refused:  # their schemas too, so that one run lists every problem
+            rtype = registration.resource_type
+            problems = plugincheck.schema_problems(rtype)
+            if full:
+                problems += plugincheck.metaschema_problems(rtype)
+            if problems:
+                name = getattr(rtype, "name", None)
+                self._failures.append(Failure(registration.plugin, registration.distribution,
+                                              (name,) if isinstance(name, str) else (), tuple(problems)))
         return self.failures
 
     def _check(self, name: str, *, full: bool) -> None:
@@ -167,8 +178,8 @@ class Registry:
         rtype = registration.resource_type
         self._checked.add(name)
         problems = plugincheck.schema_problems(rtype)
-        if not problems and (full or not self._quick_validator_covers(rtype)):
-            problems = plugincheck.metaschema_problems(rtype)
+        if full or (not problems and not self._quick_validator_covers(rtype)):
+            problems += plugincheck.metaschema_problems(rtype)  # every problem, for plugins --check
         if problems:
             self._fail(registration.plugin, registration.distribution, (name,), problems)
 
@@ -242,6 +253,8 @@ class Registry:
                     _problems.extend(found_problems)
                     if isinstance(name, str):
                         _broken.add(name)
+                    if isinstance(resource_type, ResourceType):
+                        self._refused.append(Registration(resource_type, _p, _d))
                     return
                 if name in _mine:
                     _problems.append(f"registers the type {name!r} twice: register each type once")

@@ -310,3 +310,25 @@ def test_a_plugin_registering_one_name_twice_breaks_that_type_only():
     assert "greeting" not in registry.types
     problems = " ".join(p for f in registry.failures for p in f.problems)
     assert "registers the type 'greeting' twice" in problems and "does not implement `create`" in problems
+
+
+def test_plugins_check_lists_every_problem_of_a_type():
+    class Everything(ResourceType):
+        name = "every-thing"
+        input_schema = {"type": "object", "properties": {"a": {"type": "strin", "x-sensitive": "yes"}}}
+        output_schema = {"type": "object"}
+
+    from fediversity_providers.core import introspect
+
+    report, clean = introspect.plugins_check(Registry([Everything()], entry_points=False))
+    assert not clean
+    assert "'every-thing' is not snake_case" in report and "does not implement `create`" in report
+    assert "x-sensitive: must be true or false" in report and "'strin' is not valid" in report
+    Everything.name = "every_thing"
+    Everything.create = lambda self, inputs, ctx: {}
+    report, clean = introspect.plugins_check(Registry([Everything()], entry_points=False))
+    lines = report.splitlines()
+    assert any("x-sensitive: must be true or false" in line for line in lines)
+    assert any("'strin' is not valid" in line for line in lines)
+    assert all(line.startswith("plugin 'test_core_plugins.") and ".Everything' (not installed): every_thing: " in line
+               for line in lines), lines
