@@ -111,7 +111,7 @@ class Engine:
             schema.register_sensitive(outputs, rtype.output_schema)
         return Resource(type=state["type"], inputs=inputs, outputs=outputs)
 
-    def _outputs(self, rtype: ResourceType, outputs: Any, kind: str = "") -> dict[str, Any]:
+    def _outputs(self, rtype: ResourceType, outputs: Any, kind: str) -> dict[str, Any]:
         if outputs is None:
             outputs = {}
         elif not isinstance(outputs, dict):
@@ -166,7 +166,7 @@ class Engine:
         if kind == "readResourceRequest":
             with self.plugin_guard:
                 outputs = rtype.read(previous, self._context(rtype.name))
-            return "readResourceResponse", {"outputProperties": self._outputs(rtype, outputs)}
+            return "readResourceResponse", {"outputProperties": self._outputs(rtype, outputs, "readResourceResponse")}
         if kind in ("deleteResourceRequest", "destroyResourceRequest"):
             with self.plugin_guard:
                 rtype.delete(previous, self._context(rtype.name))
