@@ -85,6 +85,9 @@ def build_parser() -> "argparse.ArgumentParser":
     schema.add_argument("type")
     plugins = sub.add_parser("plugins", help="which plugin provides which types, from which distribution")
     plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    plugins.add_argument("--check", action="store_true",
+                         help="run every check on every plugin (JSON Schema validity too); list each problem; "
+                              "exit 1 if there is any")
     sub.add_parser("nix-module", help="print the NixOps4 provider module generated from the schemas")
     return parser
 
@@ -153,6 +156,10 @@ def _introspect(args: "argparse.Namespace") -> int:
         registry = Registry()
         if args.command == "types":
             print(introspect.types_json(registry) if args.json else introspect.types_table(registry))
+        elif args.command == "plugins" and args.check:
+            report, clean = introspect.plugins_check(registry)
+            print(report)
+            return 0 if clean else 1
         elif args.command == "plugins":
             print(introspect.plugins_json(registry) if args.json else introspect.plugins_table(registry))
         elif args.command == "schema":

@@ -10,8 +10,9 @@ import os
 import time
 from typing import Any
 
-from . import logs, redact, schema
+from . import answers, logs, redact, schema
 from .errors import InvalidInput, ProviderError
+from .interrupt import NO_GUARD
 from .plugins import Registry
 from .resource import Context, Resource, ResourceType
 
@@ -42,6 +43,9 @@ class Engine:
     def __init__(self, registry: Registry | None = None, *, debug: bool | None = None) -> None:
         self.registry = registry if registry is not None else Registry()
         self.debug = bool(os.environ.get(DEBUG_ENV)) if debug is None else debug
+        #: Entered around every plugin method call; ``serve`` makes it the region
+        #: where a signal may interrupt (core/interrupt).
+        self.plugin_guard = NO_GUARD
 
     def handle(self, kind: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """The response to a well-formed request: the method's answer, or an ``errorResponse``."""
@@ -91,6 +95,7 @@ class Engine:
         return Context(type_name=type_name, stateful=stateful, deadline=deadline)
 
     def _inputs(self, rtype: ResourceType, inputs: dict[str, Any], root: str) -> dict[str, Any]:
+        schema.register_sensitive(inputs, rtype.input_schema)  # before an error could quote one
         schema.validate(inputs, rtype.input_schema, root=root, resource=rtype.name)
         filled = schema.with_defaults(inputs, rtype.input_schema)
         schema.register_sensitive(filled, rtype.input_schema)
@@ -106,7 +111,7 @@ class Engine:
             schema.register_sensitive(outputs, rtype.output_schema)
         return Resource(type=state["type"], inputs=inputs, outputs=outputs)
 
-    def _outputs(self, rtype: ResourceType, outputs: Any) -> dict[str, Any]:
+    def _outputs(self, rtype: ResourceType, outputs: Any, kind: str) -> dict[str, Any]:
         if outputs is None:
             outputs = {}
         elif not isinstance(outputs, dict):
@@ -114,6 +119,7 @@ class Engine:
 
             outputs = converter.unstructure(outputs)
         schema.register_sensitive(outputs, rtype.output_schema)
+        answers.check_writable(outputs, "outputProperties", resource=rtype.name, kind=kind)
         try:
             schema.validate(outputs, rtype.output_schema, root="outputProperties", resource=rtype.name)
         except InvalidInput as error:
@@ -143,21 +149,27 @@ class Engine:
                 )
             inputs = self._inputs(rtype, body["inputProperties"], "inputProperties")
             ctx = self._context(rtype.name, body["isStateful"])
-            outputs = rtype.create(self._structured(rtype, inputs), ctx)
-            return "createResourceResponse", {"outputProperties": self._outputs(rtype, outputs)}
+            with self.plugin_guard:
+                outputs = rtype.create(self._structured(rtype, inputs), ctx)
+            kind = "createResourceResponse"
+            return kind, {"outputProperties": self._outputs(rtype, outputs, kind)}
 
         rtype = self.registry.get(body["resource"]["type"])
         previous = self._resource(rtype, body["resource"])
         if kind == "updateResourceRequest":
             inputs = self._inputs(rtype, body["inputProperties"], "inputProperties")
             schema.check_replacements(previous.inputs, inputs, rtype.input_schema, resource=rtype.name)
-            outputs = rtype.update(previous, self._structured(rtype, inputs), self._context(rtype.name))
-            return "updateResourceResponse", {"outputProperties": self._outputs(rtype, outputs)}
+            with self.plugin_guard:
+                outputs = rtype.update(previous, self._structured(rtype, inputs), self._context(rtype.name))
+            kind = "updateResourceResponse"
+            return kind, {"outputProperties": self._outputs(rtype, outputs, kind)}
         if kind == "readResourceRequest":
-            outputs = rtype.read(previous, self._context(rtype.name))
-            return "readResourceResponse", {"outputProperties": self._outputs(rtype, outputs)}
+            with self.plugin_guard:
+                outputs = rtype.read(previous, self._context(rtype.name))
+            return "readResourceResponse", {"outputProperties": self._outputs(rtype, outputs, "readResourceResponse")}
         if kind in ("deleteResourceRequest", "destroyResourceRequest"):
-            rtype.delete(previous, self._context(rtype.name))
+            with self.plugin_guard:
+                rtype.delete(previous, self._context(rtype.name))
             return kind.replace("Request", "Response"), {}
         if not rtype.is_state_store:
             raise InvalidInput(
@@ -166,11 +178,15 @@ class Engine:
                 hint="send state requests to a resource whose type stores NixOps4 state",
             )
         if kind == "stateResourceReadRequest":
-            return "stateResourceReadResponse", {"state": rtype.state_read(previous, self._context(rtype.name)) or {}}
+            with self.plugin_guard:
+                state = rtype.state_read(previous, self._context(rtype.name)) or {}
+            answers.check_writable(state, "state", resource=rtype.name, kind="stateResourceReadResponse")
+            return "stateResourceReadResponse", {"state": state}
         if kind == "stateResourceEvent":
-            rtype.state_event(
-                previous, body["event"], body.get("nixopsVersion"), body["patch"], self._context(rtype.name)
-            )
+            with self.plugin_guard:
+                rtype.state_event(
+                    previous, body["event"], body.get("nixopsVersion"), body["patch"], self._context(rtype.name)
+                )
             return "stateResourceEventResponse", {}
         raise ValueError(f"not a request kind: {kind!r}")
 

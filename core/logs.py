@@ -1,5 +1,8 @@
 """Log lines on stderr, which NixOps4 shows to the user: ``proxmox_vm: cloning: ...``.
 
+Every line is masked (core/redact) and made printable (core/printable): a
+control character from an input or a remote answer cannot drive the terminal.
+
 The core's own lines (``ctx.log``, ``ctx.progress``, the server's notes) are
 written straight to stderr, secrets masked.  The logging module is not
 imported for them: with what it pulls in (traceback, threading, string,
@@ -15,10 +18,12 @@ import sys
 from typing import Any
 
 from . import redact
+from .printable import printable
 
 __all__ = ["emit", "configure_on_import", "configure_logging", "short_name"]
 
 _settings = {"debug": False}
+_KEEP = "\n\t"  # a traceback's lines and indentation; every other control character is escaped
 
 
 def short_name(name: str) -> str:
@@ -29,8 +34,11 @@ def short_name(name: str) -> str:
 def emit(name: str, text: str, *, level: str = "") -> None:
     """One line on stderr: ``name: [level: ]text``, secrets masked."""
     prefix = f"{level}: " if level else ""
-    sys.stderr.write(f"{short_name(name)}: {prefix}{redact.scrub(text)}\n")
-    sys.stderr.flush()
+    try:
+        sys.stderr.write(f"{short_name(name)}: {prefix}{printable(redact.scrub(text), keep=_KEEP)}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):  # stderr gone too: nowhere left to say it
+        pass
 
 
 def debugging() -> bool:
@@ -45,7 +53,7 @@ def configure_logging(debug: bool = False) -> None:
 
     class Scrubbing(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
-            record.msg = redact.scrub(record.getMessage())
+            record.msg = printable(redact.scrub(record.getMessage()), keep=_KEEP)
             record.args = None
             return True
 

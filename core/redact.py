@@ -18,11 +18,42 @@ _secrets: set[str] = set()
 _lock = threading.Lock()
 
 
+def _spellings(value: str) -> set[str]:
+    """Every way the secret may be written in a message: as is, ``repr``, JSON, ``\\u`` escapes."""
+    import json
+
+    from .printable import printable
+
+    forms = {
+        value,
+        repr(value)[1:-1],
+        ascii(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        json.dumps(value)[1:-1],  # \u escapes, as a JSON encoder writes them
+        printable(value),
+        value.encode("unicode_escape").decode("ascii"),
+    }
+    if any("\\u" in form for form in forms):  # \u00E9 as well as \u00e9
+        import re
+
+        forms |= {re.sub(r"\\u[0-9a-f]{4}", lambda m: m.group().upper().replace("\\U", "\\u"), form)
+                  for form in forms}
+    return {form for form in forms if len(form) >= _MIN_LENGTH}
+
+
 def add_secret(value: object) -> None:
-    """Remember a secret so that it is masked wherever it would be shown."""
-    if isinstance(value, str) and len(value) >= _MIN_LENGTH:
-        with _lock:
-            _secrets.add(value)
+    """Remember a secret so that it is masked wherever it would be shown.
+
+    Strings, and numbers (by their decimal text) of at least four characters.
+    """
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) < _MIN_LENGTH:
+        return
+    forms = {text} if text.isascii() and text.isalnum() else _spellings(text)
+    with _lock:
+        _secrets.update(forms)
 
 
 def scrub(text: str) -> str:

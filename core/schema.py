@@ -74,7 +74,7 @@ def _explain(error: Any, root: str, schema: dict[str, Any]) -> list[str]:
     if error.validator == "required":
         missing = [name for name in error.validator_value if name not in error.instance]
         return [f"{format_path(root, [*error.absolute_path, name])}: required field is missing" for name in missing]
-    if _subschema(schema, error.absolute_path).get("x-sensitive"):
+    if error.schema.get("x-sensitive") is True or _subschema(schema, error.absolute_path).get("x-sensitive"):
         return [f"{where}: the value (not shown: it is sensitive) does not satisfy {error.validator!r}"]
     return [f"{where}: {error.message}"]
 
@@ -93,7 +93,7 @@ def validate(instance: Any, schema: dict[str, Any], *, root: str, resource: str 
         problems.extend(_explain(error, root, schema))
     if problems:
         raise InvalidInput(
-            "; ".join(problems),
+            "; ".join(dict.fromkeys(problems)),  # one line per problem, however often it was found
             resource=resource,
             hint="fix these fields; nothing was changed",
         )
@@ -152,27 +152,107 @@ def _has_sensitive(schema: Any) -> bool:
 
 
 def register_sensitive(value: Any, schema: dict[str, Any]) -> None:
-    """Hand every value the schema marks ``x-sensitive`` to the redactor."""
+    """Hand every value the schema marks ``x-sensitive`` to the redactor.
+
+    Called before validation, so an error about the inputs cannot quote a
+    secret; the values need not be valid.  Wherever the mark sits counts:
+    under ``properties``, ``additionalProperties``, ``patternProperties``,
+    ``items``/``prefixItems``, any branch of ``oneOf``/``anyOf``/``allOf`` or
+    ``if``/``then``/``else`` (all branches: masking too much is safe), and
+    behind local ``$ref`` s.  Everything under a marked value is secret.
+    """
     found = _marks_sensitive.get(id(schema))
     if found is None or found[0] is not schema:
         found = _marks_sensitive[id(schema)] = (schema, _has_sensitive(schema))
     if not found[1]:
         return  # most schemas have no secrets: skip the walk on every request
-    for _, item, sub in walk(value, schema):
-        if sub.get("x-sensitive"):
-            for leaf in _leaves(item):
-                redact.add_secret(leaf)
+    for item in sensitive_values(value, schema):
+        for leaf in _leaves(item):
+            redact.add_secret(leaf)
+
+
+_BRANCHES = ("oneOf", "anyOf", "allOf")
+_CONDITIONALS = ("if", "then", "else", "not")
+
+
+def sensitive_values(value: Any, schema: Any, root: Any = None) -> Iterator[Any]:
+    """Every part of ``value`` that ``schema`` marks ``x-sensitive``, at any depth; iterative."""
+    root = schema if root is None else root
+    stack = [(value, schema)]
+    seen: set[tuple[int, int]] = set()
+    while stack:
+        item, sub = stack.pop()
+        if not isinstance(sub, dict) or (id(item), id(sub)) in seen:
+            continue
+        seen.add((id(item), id(sub)))  # also ends $ref cycles
+        if sub.get("x-sensitive") is True:
+            yield item
+            continue
+        ref = sub.get("$ref")
+        if isinstance(ref, str):
+            stack.append((item, _resolve(root, ref)))
+        for keyword in _BRANCHES:
+            if isinstance(sub.get(keyword), list):
+                stack.extend((item, branch) for branch in sub[keyword])
+        stack.extend((item, sub[keyword]) for keyword in _CONDITIONALS if keyword in sub)
+        if isinstance(item, dict):
+            properties = sub.get("properties") if isinstance(sub.get("properties"), dict) else {}
+            patterns = sub.get("patternProperties") if isinstance(sub.get("patternProperties"), dict) else {}
+            extra = sub.get("additionalProperties")
+            for key, child in item.items():
+                matched = [properties[key]] if key in properties else []
+                matched += [p_sub for pattern, p_sub in patterns.items() if _matches(pattern, key)]
+                if not matched and isinstance(extra, dict):
+                    matched = [extra]
+                stack.extend((child, m) for m in matched)
+        elif isinstance(item, list):
+            prefix = sub.get("prefixItems") if isinstance(sub.get("prefixItems"), list) else []
+            items = sub.get("items")
+            for index, child in enumerate(item):
+                if index < len(prefix):
+                    stack.append((child, prefix[index]))
+                elif isinstance(items, dict):
+                    stack.append((child, items))
+                elif isinstance(items, list) and index < len(items):  # the older tuple form
+                    stack.append((child, items[index]))
+
+
+def _resolve(root: Any, ref: str) -> Any:
+    if ref == "#":
+        return root
+    if not ref.startswith("#/"):
+        return None
+    target = root
+    for part in ref[2:].split("/"):
+        part = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(target, dict) and part in target:
+            target = target[part]
+        elif isinstance(target, list) and part.isdigit() and int(part) < len(target):
+            target = target[int(part)]
+        else:
+            return None
+    return target
+
+
+def _matches(pattern: str, key: str) -> bool:
+    import re
+
+    try:
+        return re.search(pattern, key) is not None
+    except re.error:
+        return True  # an unreadable pattern: rather mask too much
 
 
 def _leaves(value: Any) -> Iterator[Any]:
-    if isinstance(value, dict):
-        for item in value.values():
-            yield from _leaves(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _leaves(item)
-    else:
-        yield value
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        else:
+            yield item
 
 
 def check_replacements(

@@ -17,11 +17,13 @@ import re
 import shlex
 
 from .errors import InvalidInput
+from .printable import printable as _printable
 
 __all__ = ["refuse_control", "ssh_config_value", "shell_quote", "header_value", "path_component", "printable"]
 
-# C0 controls, DEL, C1 controls, and the Unicode line and paragraph separators.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# C0 controls, DEL, C1 controls, the Unicode line and paragraph separators,
+# and the bidirectional controls (which can hide what a value really says).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
 
 
 def refuse_control(value: str, *, field: str) -> str:
@@ -72,8 +74,8 @@ def path_component(value: str, *, field: str) -> str:
 
 
 def printable(text: object, limit: int = 500) -> str:
-    """``text`` safe to show: control characters escaped, cut to ``limit`` characters."""
+    """``text`` safe to show (see :mod:`.printable`), cut to ``limit`` characters."""
     text = text if isinstance(text, str) else str(text)
     if len(text) > limit:
         text = text[:limit] + f"… ({len(text) - limit} more characters)"
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    return _printable(text)

@@ -16,8 +16,16 @@ import json
 from typing import Any
 
 from .errors import ProtocolError
+from .printable import printable
 
-__all__ = ["REQUEST_KINDS", "RESPONSE_KINDS", "parse_line", "split", "encode", "json_type"]
+__all__ = [
+    "REQUEST_KINDS", "RESPONSE_KINDS", "MAX_DEPTH", "parse_line", "split", "encode", "json_type", "unwritable",
+]
+
+#: How deeply arrays and objects may nest in a request.  Deeper values are
+#: refused before any schema check or plugin sees them: validators recurse,
+#: and Python's stack is not a resource a request may exhaust.
+MAX_DEPTH = 64
 
 REQUEST_KINDS = (
     "createResourceRequest",
@@ -48,17 +56,66 @@ def json_type(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"the number {printable(text[:40])} is too large for a double")
+    return value
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests deeper than ``limit``; iterative, so any depth is safe to ask."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+def _lone_surrogate(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def parse_line(line: bytes | str) -> Any:
-    """The JSON value of one line, or :class:`ProtocolError` saying why not."""
+    """The JSON value of one line, or :class:`ProtocolError` saying why not.
+
+    Stricter than :func:`json.loads`, as NixOps4's own parser is: ``NaN``,
+    ``Infinity``, numbers beyond a double (``1e400``), strings holding a lone
+    surrogate (``"\\udcff"``: not Unicode text, and no answer could echo it)
+    and nesting deeper than :data:`MAX_DEPTH` are refused.
+    """
     if isinstance(line, bytes):
         try:
             line = line.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ProtocolError(f"the line is not UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
-        return json.loads(line)
+        value = json.loads(line, parse_constant=_refuse_constant, parse_float=_finite)
+    except RecursionError:
+        raise ProtocolError(f"the line nests arrays or objects more than {MAX_DEPTH} deep") from None
     except ValueError as exc:
-        raise ProtocolError(f"the line is not JSON: {exc}") from None
+        raise ProtocolError(f"the line is not JSON: {printable(str(exc))}") from None
+    if (line.count("[") + line.count("{") > MAX_DEPTH) and _depth_exceeds(value, MAX_DEPTH):
+        raise ProtocolError(f"the line nests arrays or objects more than {MAX_DEPTH} deep")
+    if "\\u" in line and _lone_surrogate(value):
+        raise ProtocolError(
+            "the line holds a string with a lone surrogate (a \\ud800-\\udfff escape without its pair), "
+            "which is not Unicode text"
+        )
+    return value
 
 
 def split(value: Any, kinds: tuple[str, ...] | Any = REQUEST_KINDS) -> tuple[str, Any]:
@@ -78,6 +135,53 @@ def split(value: Any, kinds: tuple[str, ...] | Any = REQUEST_KINDS) -> tuple[str
 
 
 def encode(kind: str, body: dict[str, Any]) -> bytes:
-    """One wire line, ``\\n``-terminated, without pretty-printing."""
-    return (json.dumps({kind: body}, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
+    """One wire line, ``\\n``-terminated, without pretty-printing.
+
+    An ``errorResponse`` message is made :func:`printable` first (NixOps4
+    shows it on a terminal).  Anything else must be writable already (see
+    :func:`unwritable`): ``ValueError`` or ``UnicodeEncodeError`` otherwise.
+    """
+    if kind == "errorResponse":
+        body = {**body, "message": printable(str(body.get("message", "")))}
+    text = json.dumps({kind: body}, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return (text + "\n").encode("utf-8")
+
+
+def unwritable(value: Any, root: str) -> str | None:
+    """Why ``value`` cannot go on the wire as NixOps4 reads it, or None when it can.
+
+    JSON has no NaN or Infinity (Python's encoder writes them unless told
+    not to, and NixOps4 refuses the line), a lone surrogate is not UTF-8, and
+    nesting beyond Python's stack cannot be encoded at all.
+    """
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        return None
+    except (ValueError, UnicodeEncodeError, RecursionError, TypeError):
+        pass
+    stack: list[tuple[Any, str, int]] = [(value, root, 1)]
+    while stack:
+        item, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"{path}: nested more than {MAX_DEPTH} deep"
+        if isinstance(item, float) and item != item:
+            return f"{path}: NaN is not a JSON number"
+        if isinstance(item, float) and item in (float("inf"), float("-inf")):
+            return f"{path}: {item} is not a JSON number"
+        if isinstance(item, int) and not isinstance(item, bool) and abs(item) > 10**4000:
+            return f"{path}: an integer of more than 4000 digits"
+        if isinstance(item, str) and _lone_surrogate(item):
+            return f"{path}: {printable(repr(item)[:80])} holds a lone surrogate, which is not Unicode text"
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    return f"{path}: the key {printable(repr(key)[:80])} is not a string"
+                if _lone_surrogate(key):
+                    return f"{path}: the key {printable(repr(key)[:80])} holds a lone surrogate"
+                stack.append((child, f"{path}.{key}", depth + 1))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((child, f"{path}[{index}]", depth + 1) for index, child in enumerate(item))
+        elif not isinstance(item, (str, int, float, bool, type(None))):
+            return f"{path}: {type(item).__name__} is not a JSON value"
+    return "the value cannot be written as JSON"
 

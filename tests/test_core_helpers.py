@@ -158,7 +158,7 @@ def test_path_component_refuses_what_is_not_one_name(name):
 
 
 def test_printable_escapes_control_characters_and_bounds_length():
-    assert printable("bad\nline\x1b[2J") == "bad\\nline\\x1b[2J"
+    assert printable("bad\nline\x1b[2J\u202e") == "bad\\x0aline\\x1b[2J\\u202e"
     assert printable("x" * 600, limit=10).startswith("x" * 10 + "… (590 more")
 
 

@@ -104,11 +104,17 @@ class Kitchen(ResourceType):
     input_schema = KITCHEN_INPUTS
     output_schema = KITCHEN_OUTPUTS
 
+    def create(self, inputs, ctx):  # a type must implement create to be registered
+        return {}
+
 
 class Plain(ResourceType):
     name = "aaa_plain"
     input_schema = {"type": "object", "additionalProperties": False, "properties": {}}
     output_schema = {"type": "object"}
+
+    def create(self, inputs, ctx):
+        return {}
 
 
 class FixturePlugin:
@@ -288,6 +294,9 @@ def test_module_without_package_or_executable_says_what_to_give(tmp_path):
 def test_a_type_without_schemas_is_named_in_the_error():
     class NoSchema(ResourceType):
         name = "no_schema_here"
+
+        def create(self, inputs, ctx):
+            return {}
 
     class NoSchemaPlugin:
         @hookimpl

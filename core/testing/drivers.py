@@ -14,7 +14,7 @@ from fediversity_providers.core import messages as m
 from fediversity_providers.core import requestline, wire
 from fediversity_providers.core.client import ProviderProcess
 from fediversity_providers.core.engine import Engine
-from fediversity_providers.core.errors import ProtocolError, from_message
+from fediversity_providers.core.errors import PluginError, ProtocolError, from_message
 from fediversity_providers.core.plugins import Registry
 
 __all__ = ["Driver", "InProcessDriver", "SubprocessDriver"]
@@ -61,11 +61,20 @@ class InProcessDriver(Driver):
     """Requests go through the same engine ``serve`` uses, without a process.
 
     ``plugins`` are registered besides the installed entry points (pass
-    ``entry_points=False`` to serve only them).
+    ``entry_points=False`` to serve only them): plugin modules, objects with
+    hookimpls, ``ResourceType`` instances or classes.  Every check runs at
+    once, JSON Schema validity included: a problem in one of ``plugins``
+    raises :class:`PluginError` here, listing each; a broken installed plugin
+    only breaks its own types, as under ``serve``.
     """
 
     def __init__(self, plugins: Iterable[object] = (), *, entry_points: bool = True, debug: bool = True) -> None:
-        self.engine = Engine(Registry(plugins, entry_points=entry_points), debug=debug)
+        registry = Registry(plugins, entry_points=entry_points)
+        failures = [f for f in registry.check(full=True) if f.plugin in registry.extra_plugin_names]
+        if failures:
+            raise PluginError("; ".join(f.message() for f in failures),
+                              hint="fix these plugins; 'fediversity-provider plugins --check' checks installed ones")
+        self.engine = Engine(registry, debug=debug)
 
     def input_schema(self, type_name: str) -> dict:
         return self.engine.registry.get(type_name).input_schema
