@@ -33,7 +33,7 @@ def exchange(conn: http.client.HTTPConnection, method: str, target: str, *, body
     ``http.client.HTTPException`` for an answer over :data:`MAX_ANSWER_BYTES`.
     """
     if limit <= 0:
-        raise Overdue("no time was left for the request")
+        raise Overdue("the request's deadline passed before it could be sent")
     expired = threading.Event()
 
     def cut() -> None:

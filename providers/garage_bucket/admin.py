@@ -187,6 +187,9 @@ class Transport:
             failure.__cause__ = exc
             return failure
         if 200 <= status < 300:
+            if decoded is None and absent_ok:  # a read answered "success" with nothing
+                raise ProtocolError(f"{self.remote} answered {operation} with {status} and no document",
+                                    hint="check that adminEndpoint points at Garage's admin API")
             return decoded
         info = decoded if isinstance(decoded, dict) else {}
         error = AdminError(status, printable(info.get("code", ""), 80), printable(info.get("message", "")),
