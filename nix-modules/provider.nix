@@ -10,8 +10,6 @@
 # Resource types:
 #   existing_vm: fediversity-providers (plugin existing_vm)
 #   garage_bucket: fediversity-providers (plugin garage_bucket)
-#   greeting: greeting-plugin (plugin greeting)
-#   greeting_journal: greeting-plugin (plugin greeting)
 #   nixos_config: fediversity-providers (plugin nixos_config)
 #   proxmox_vm: fediversity-providers (plugin proxmox_vm)
 {
@@ -540,59 +538,6 @@ in
             type = types.nullOr types.str;
           };
         };
-      };
-    };
-    greeting = {
-      description = "A file that greets someone.";
-      requireState = false;
-      inputs = {
-        options = {
-          directory = mkOption {
-            description = "Where the file goes. Changing it replaces the resource (it cannot change in place).";
-            type = types.str;
-          };
-          greeting = mkOption {
-            description = "How.";
-            type = types.str;
-            default = "Hello";
-          };
-          name = mkOption {
-            description = "Who to greet.";
-            type = types.str;
-          };
-          noisy = mkOption {
-            description = "Write to stdout too.";
-            type = types.bool;
-            default = false;
-          };
-        };
-      };
-      outputs = {
-        options = {
-          path = mkOption {
-            description = "The file.";
-            type = types.str;
-          };
-          text = mkOption {
-            description = "What it says.";
-            type = types.str;
-          };
-        };
-      };
-    };
-    greeting_journal = {
-      description = "A state store that records NixOps4's state events in a file.";
-      requireState = false;
-      inputs = {
-        options = {
-          file = mkOption {
-            description = "Where the journal lives.";
-            type = types.str;
-          };
-        };
-      };
-      outputs = {
-        options = { };
       };
     };
     nixos_config = {
