@@ -99,6 +99,24 @@ def test_a_create_sent_again_after_a_lost_answer_adopts_what_it_made(garage, dri
     assert emu.buckets == {} and emu.keys == {}
 
 
+def test_key_names_never_collide():
+    """Any two different (alias, entry name) pairs the schema allows give two key names."""
+    from hypothesis import given, settings, strategies as st
+
+    from fediversity_providers.providers.garage_bucket.converge import key_name
+
+    aliases = st.from_regex(r"\A[a-z0-9][a-z0-9.-]{1,8}[a-z0-9]\Z")
+    names = st.from_regex(r"\A[A-Za-z0-9_-]{1,8}\Z")
+
+    @settings(max_examples=300, deadline=None, database=None)
+    @given(aliases, names, aliases, names)
+    def distinct(a1, n1, a2, n2):
+        if (a1, n1) != (a2, n2):
+            assert key_name(a1, n1, "t") != key_name(a2, n2, "t")
+
+    distinct()
+
+
 def test_concurrent_processes_creating_one_alias(garage, tmp_path):
     emu = garage.require_emulator()
     name = f"media-{secrets.token_hex(4)}"
@@ -271,12 +289,13 @@ def test_stub_state_dir_must_be_absolute_and_normalised(driver, state_dir):
         driver.create("proxmox_vm", stub_inputs(state_dir))
 
 
-def test_stub_files_are_not_opened_through_symlinks(driver, tmp_path):
+@pytest.mark.parametrize("planted", ["cluster.lock", "cluster.json"])
+def test_stub_files_are_not_opened_through_symlinks(driver, tmp_path, planted):
     target = tmp_path / "elsewhere.json"
     target.write_text("precious")
     state = tmp_path / "state"
     state.mkdir()
-    (state / "cluster.lock").symlink_to(target)
+    (state / planted).symlink_to(target)
     with pytest.raises(InvalidInput, match="symbolic link"):
         driver.create("proxmox_vm", stub_inputs(state))
     assert target.read_text() == "precious"
