@@ -192,11 +192,11 @@ in
             type = types.str;
           };
           adminTokenFile = mkOption {
-            description = "Path of a file holding Garage's admin token (admin_token). Read on every operation; the token itself never appears in inputs, outputs, logs or errors.";
+            description = "Path of a regular file holding Garage's admin token (admin_token) on one line. Read on every operation; the token itself never appears in inputs, outputs, logs or errors.";
             type = types.str;
           };
           adoptExisting = mkOption {
-            description = "On create, take over a bucket that already has this global alias and converge it, instead of refusing.";
+            description = "On create, take over a bucket that already has this global alias and converge it, instead of refusing with a conflict. Without it, a create takes over only what an earlier attempt of the same create made.";
             type = types.bool;
             default = false;
           };
@@ -246,7 +246,7 @@ in
             type = types.str;
           };
           keys = mkOption {
-            description = "Access keys allowed on the bucket. Each entry creates a key named <globalAlias>-<name>, or uses the existing key accessKeyId.";
+            description = "Access keys allowed on the bucket. Each entry creates a key named <globalAlias>:<name>:<creationToken> (identified afterwards by its access key id, recorded in the outputs), or uses the existing key accessKeyId.";
             type = types.listOf (types.submodule {
               options = {
                 accessKeyId = mkOption {
@@ -418,6 +418,11 @@ in
                 };
               };
             });
+          };
+          creationToken = mkOption {
+            description = "Derived from the create's inputs; the keys this resource creates are named <globalAlias>:<name>:<creationToken>, so a create sent again after a lost answer finds what it made, and nothing else. Optional: null leaves it unset.";
+            type = types.nullOr types.str;
+            default = null;
           };
           globalAlias = mkOption {
             description = "The bucket's global alias (its S3 name).";
@@ -664,6 +669,11 @@ in
       requireState = true;
       inputs = {
         options = {
+          adoptExisting = mkOption {
+            description = "On create, take over a VM that already has this name (or this name's marker) and converge it, instead of refusing with a conflict. Without it, a create takes over only the VM an earlier attempt of the same create cloned (its creation token is in the VM's description).";
+            type = types.bool;
+            default = false;
+          };
           agentTimeoutSeconds = mkOption {
             description = "How long create waits, after starting the VM, for the QEMU guest agent to report the VM's IPv4 address; 0 does not wait (ipv4Address is then the static address, or null with DHCP). The template needs qemu-guest-agent installed.";
             type = types.int;
@@ -683,7 +693,7 @@ in
                   type = types.str;
                 };
                 tokenSecretFile = mkOption {
-                  description = "Path of a file holding the API token's secret (a UUID). The secret is never an input.";
+                  description = "Path of a regular file holding the API token's secret (a UUID) on one line. The secret is never an input.";
                   type = types.str;
                 };
                 url = mkOption {
@@ -778,7 +788,7 @@ in
             type = types.submodule {
               options = {
                 stateDir = mkOption {
-                  description = "Directory holding the simulated cluster; null means $XDG_STATE_HOME/fediversity-providers/proxmox-stub (~/.local/state/... without XDG_STATE_HOME). Processes sharing it see the same cluster.";
+                  description = "Absolute, normalised directory (no '.' or '..') holding the simulated cluster; null means $XDG_STATE_HOME/fediversity-providers/proxmox-stub (~/.local/state/... without XDG_STATE_HOME). Processes sharing it see the same cluster. Its files are never opened through a symbolic link.";
                   type = types.nullOr types.str;
                   default = null;
                 };
@@ -806,6 +816,11 @@ in
           cores = mkOption {
             description = "CPU cores configured.";
             type = types.int;
+          };
+          creationToken = mkOption {
+            description = "Derived from the create's inputs and written into the VM's description: a create sent again after a lost answer adopts the VM carrying it, and no other. Optional: null leaves it unset.";
+            type = types.nullOr types.str;
+            default = null;
           };
           diskGiB = mkOption {
             description = "Size of the boot disk, in GiB.";

@@ -228,7 +228,7 @@ def test_the_token_secret_never_shows(emulated, tmp_path):
             d.create("proxmox_vm", inputs)
     assert "0badc0de" not in str(caught.value)
     missing = vm_inputs(emulated, api={**emulated.api, "tokenSecretFile": str(tmp_path / "absent")})
-    with InProcessDriver() as d, pytest.raises(InvalidInput, match="api.tokenSecretFile: cannot read"):
+    with InProcessDriver() as d, pytest.raises(InvalidInput, match="api.tokenSecretFile: cannot (read|open)"):
         d.create("proxmox_vm", missing)
     no_orphans(emulated, json.loads(good.stdout))
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import random
 import time
 import urllib.parse
 from typing import Any, Callable
@@ -28,10 +27,13 @@ from fediversity_providers.core.errors import (
     Conflict,
     InvalidInput,
     NotFound,
+    ProtocolError,
     ProviderError,
     Transient,
     Unreachable,
 )
+from fediversity_providers.core.retry import is_retryable, retry
+from fediversity_providers.core.untrusted import header_value, printable
 
 __all__ = ["AdminClient", "AdminError", "Lost", "connect"]
 
@@ -76,18 +78,44 @@ def _hint(status: int) -> str | None:
 
 
 class Transport:
-    """HTTP/1.1 requests with a bearer token, one connection per request."""
+    """HTTP/1.1 requests with a bearer token, one connection per request.
+
+    Each exchange (connect, send, the whole answer) ends within ``timeout``
+    seconds and before ``deadline`` (a :func:`time.monotonic` instant, the
+    request's), however slowly the server answers.
+    """
 
     def __init__(self, endpoint: str, token: str, timeout: float, retry_timeout: float,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, *, deadline: float | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
         url = urllib.parse.urlsplit(endpoint)
         self.scheme, self.netloc = url.scheme, url.netloc
-        self.token, self.timeout, self.retry_timeout = token, timeout, retry_timeout
+        self.token = header_value(token, field="adminTokenFile")
+        self.timeout, self.retry_timeout = timeout, retry_timeout
         self.sleep = sleep
+        self.deadline = deadline
+        self.log = log
         self.count = 0  # requests sent, for tests and benchmarks
+        self.last = ""  # the operation of the latest call, named when its answer is malformed
+
+    @property
+    def remote(self) -> str:
+        return f"Garage's admin API at {self.scheme}://{self.netloc}"
+
+    def limit(self) -> float:
+        """Seconds the next exchange may take: the request timeout, cut by the deadline."""
+        if self.deadline is None:
+            return self.timeout
+        return min(self.timeout, self.deadline - time.monotonic())
 
     def once(self, method: str, path: str, query: dict[str, str] | None, body: Any) -> tuple[int, Any]:
-        """One request; (status, decoded JSON body or None).  Raises OSError / HTTPException."""
+        """One request; (status, decoded JSON body or None).  Raises OSError / HTTPException.
+
+        A 2xx answer that is not JSON raises :class:`ProtocolError`; an error
+        answer that is not JSON keeps its (escaped, shortened) text as message.
+        """
+        from fediversity_providers.core.boundedhttp import exchange
+
         target = path
         if query:  # a flag such as ``?list`` goes without "="
             target += "?" + "&".join(
@@ -102,17 +130,16 @@ class Transport:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
         self.count += 1
-        try:
-            conn.request(method, target, body=data, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
-        finally:
-            conn.close()
+        status, _, raw = exchange(conn, method, target, body=data, headers=headers, limit=self.limit())
         try:
             decoded = json.loads(raw) if raw.strip() else None
-        except ValueError:
+        except (ValueError, RecursionError):
+            if 200 <= status < 300:
+                raise ProtocolError(f"{self.remote} answered {method} {path} with {status} and a body that is "
+                                    f"not JSON: {printable(raw[:200].decode(errors='replace'), 200)}",
+                                    hint="check that adminEndpoint points at Garage's admin API") from None
             decoded = {"code": "", "message": raw[:200].decode(errors="replace")}
-        return response.status, decoded
+        return status, decoded
 
     def call(self, operation: str, method: str, path: str, query: dict[str, str] | None = None,
              body: Any = None, *, absent_ok: bool = False, idempotent: bool = True) -> Any:
@@ -120,11 +147,12 @@ class Transport:
 
         A request that is not ``idempotent`` is not repeated here: when its answer is
         lost or is a 5xx (the work may have been done anyway), :class:`Lost` is raised
-        and the caller looks at the world before trying again (:func:`retry_create`).
+        and the caller looks at the world before trying again (``_until`` in :mod:`.converge`).
+        A refused connection is repeated whatever the request: nothing was sent.
         """
-        give_up = time.monotonic() + self.retry_timeout
-        delay = 0.05
-        while True:
+        self.last = operation
+
+        def attempt() -> Any:
             failure = self._attempt(operation, method, path, query, body, absent_ok)
             if not isinstance(failure, ProviderError):
                 return failure
@@ -133,33 +161,39 @@ class Transport:
                 lost.answered = isinstance(failure.__cause__, AdminError)  # a 5xx: the server is done
                 lost.__cause__ = failure.__cause__
                 raise lost
-            if time.monotonic() + delay > give_up:
-                raise failure
-            self.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 2.0)
+            raise failure
+
+        return retry(attempt, window=self.retry_timeout, what=f"{operation} on {self.remote}",
+                     deadline=self.deadline, retryable=_repeatable, log=self.log,
+                     first_delay=0.05, max_delay=2.0, sleep=self.sleep)
 
     def _attempt(self, operation, method, path, query, body, absent_ok) -> Any:
         """The decoded answer, or the retryable failure (final answers raise AdminError)."""
+        from fediversity_providers.core.boundedhttp import Overdue
+
         try:
             status, decoded = self.once(method, path, query, body)
         except ConnectionRefusedError as exc:  # nothing was sent: safe to repeat
             failure: ProviderError = _Refused(
-                f"no answer from Garage's admin API at {self.scheme}://{self.netloc} to {operation} "
-                f"(connection refused)", hint="check adminEndpoint and that Garage is running")
+                f"no answer from {self.remote} to {operation} (connection refused)",
+                hint="check adminEndpoint and that Garage is running")
             failure.__cause__ = exc
             return failure
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, http.client.HTTPException, Overdue) as exc:
             failure = Unreachable(
-                f"no answer from Garage's admin API at {self.scheme}://{self.netloc} "
-                f"to {operation} ({type(exc).__name__}: {exc})",
+                f"no answer from {self.remote} to {operation} ({type(exc).__name__}: {printable(exc)})",
                 hint="check adminEndpoint and that Garage is running",
             )
             failure.__cause__ = exc
             return failure
         if 200 <= status < 300:
+            if decoded is None and absent_ok:  # a read answered "success" with nothing
+                raise ProtocolError(f"{self.remote} answered {operation} with {status} and no document",
+                                    hint="check that adminEndpoint points at Garage's admin API")
             return decoded
         info = decoded if isinstance(decoded, dict) else {}
-        error = AdminError(status, str(info.get("code", "")), str(info.get("message", "")), operation)
+        error = AdminError(status, printable(info.get("code", ""), 80), printable(info.get("message", "")),
+                           operation)
         if status == 404 and absent_ok:
             return None
         if status < 500:
@@ -167,6 +201,59 @@ class Transport:
         failure = Transient(str(error), hint="Garage kept failing; check its logs and retry")
         failure.__cause__ = error
         return failure
+
+
+def _repeatable(error: BaseException) -> bool:
+    """Transient failures are repeated, except a lost non-idempotent request (the caller looks first)."""
+    return is_retryable(error) and not isinstance(error, Lost)
+
+
+class _Answer:
+    """Checks on the shape of one answer: Garage's answers are data from outside, not trusted.
+
+    A wrong shape is a :class:`ProtocolError` that names the remote, the
+    operation and the field, with the offending value escaped and shortened.
+    """
+
+    def __init__(self, remote: str, operation: str) -> None:
+        self.remote, self.operation = remote, operation
+
+    def wrong(self, where: str, what: str, value: Any) -> ProtocolError:
+        return ProtocolError(f"{self.remote} answered {self.operation} with {where} {what}: "
+                             f"{printable(repr(value), 120)}",
+                             hint="the server is not a Garage admin API this provider understands; "
+                                  "check adminEndpoint and adminApiVersion; nothing more was changed")
+
+    def obj(self, value: Any, where: str) -> dict:
+        if not isinstance(value, dict):
+            raise self.wrong(where, "not an object", value)
+        return value
+
+    def items(self, value: Any, where: str, *, required: bool = False) -> list:
+        if value is None and not required:
+            return []
+        if not isinstance(value, list):
+            raise self.wrong(where, "not a list", value)
+        return value
+
+    def text(self, value: Any, where: str, *, empty: bool = False) -> str:
+        if not isinstance(value, str) or (not value and not empty):
+            raise self.wrong(where, "missing or not a string" if not empty else "not a string", value)
+        return value
+
+    def flag(self, value: Any, where: str) -> bool:
+        if value is None:
+            return False
+        if not isinstance(value, bool):
+            raise self.wrong(where, "not a boolean", value)
+        return value
+
+    def count(self, value: Any, where: str) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise self.wrong(where, "not a non-negative integer", value)
+        return value
 
 
 class _Refused(Unreachable):
@@ -182,32 +269,55 @@ class AdminClient:
         self.t = transport
 
     # -- shared helpers -------------------------------------------------------------
-    @staticmethod
-    def _bucket(info: dict) -> dict:
+    def _bucket(self, info: Any, operation: str | None = None) -> dict:
+        """A bucket answer, checked and normalised; a malformed one is a ProtocolError."""
+        a = _Answer(self.t.remote, operation or self.t.last)
+        info = a.obj(info, "the answer")
         keys = []
-        for key in info.get("keys") or []:
-            perms = key.get("permissions") or {}
+        for i, key in enumerate(a.items(info.get("keys"), "keys")):
+            key = a.obj(key, f"keys[{i}]")
+            perms = a.obj(key.get("permissions") or {}, f"keys[{i}].permissions")
             keys.append({
-                "accessKeyId": key["accessKeyId"],
-                "name": key.get("name", ""),
-                "permissions": {p: bool(perms.get(p)) for p in PERMS},
+                "accessKeyId": a.text(key.get("accessKeyId"), f"keys[{i}].accessKeyId"),
+                "name": a.text(key.get("name", ""), f"keys[{i}].name", empty=True),
+                "permissions": {p: a.flag(perms.get(p), f"keys[{i}].permissions.{p}") for p in PERMS},
             })
-        quotas = info.get("quotas") or {}
+        quotas = a.obj(info.get("quotas") or {}, "quotas")
+        website = info.get("websiteConfig")
+        if website is not None:
+            website = a.obj(website, "websiteConfig")
+            for part in ("indexDocument", "errorDocument"):
+                if website.get(part) is not None:
+                    a.text(website[part], f"websiteConfig.{part}")
         return {
-            "id": info["id"],
-            "globalAliases": list(info.get("globalAliases") or []),
-            "websiteAccess": bool(info.get("websiteAccess")),
-            "websiteConfig": info.get("websiteConfig"),
+            "id": a.text(info.get("id"), "id"),
+            "globalAliases": [a.text(x, f"globalAliases[{i}]")
+                              for i, x in enumerate(a.items(info.get("globalAliases"), "globalAliases"))],
+            "websiteAccess": a.flag(info.get("websiteAccess"), "websiteAccess"),
+            "websiteConfig": website,
             "keys": keys,
-            "objects": int(info.get("objects") or 0),
-            "unfinishedUploads": int(info.get("unfinishedUploads") or 0),
-            "quotas": {"maxSize": quotas.get("maxSize"), "maxObjects": quotas.get("maxObjects")},
+            "objects": a.count(info.get("objects"), "objects") or 0,
+            "unfinishedUploads": a.count(info.get("unfinishedUploads"), "unfinishedUploads") or 0,
+            "quotas": {"maxSize": a.count(quotas.get("maxSize"), "quotas.maxSize"),
+                       "maxObjects": a.count(quotas.get("maxObjects"), "quotas.maxObjects")},
         }
 
-    @staticmethod
-    def _key(info: dict) -> dict:
-        return {"accessKeyId": info["accessKeyId"], "name": info.get("name", ""),
-                "secretAccessKey": info.get("secretAccessKey")}
+    def _key(self, info: Any, operation: str | None = None) -> dict:
+        a = _Answer(self.t.remote, operation or self.t.last)
+        info = a.obj(info, "the answer")
+        secret = info.get("secretAccessKey")
+        return {"accessKeyId": a.text(info.get("accessKeyId"), "accessKeyId"),
+                "name": a.text(info.get("name", ""), "name", empty=True),
+                "secretAccessKey": None if secret is None else a.text(secret, "secretAccessKey")}
+
+    def _key_list(self, answer: Any) -> list[dict]:
+        a = _Answer(self.t.remote, "ListKeys")
+        out = []
+        for i, k in enumerate(a.items(answer, "the answer", required=True)):
+            k = a.obj(k, f"[{i}]")
+            out.append({"id": a.text(k.get("id"), f"[{i}].id"), "name": a.text(k.get("name", ""), f"[{i}].name",
+                                                                                 empty=True)})
+        return out
 
     def raise_final(self, exc: AdminError) -> None:
         raise _classify(exc)
@@ -291,8 +401,7 @@ class V1(AdminClient):
         self.t.call(f"{which.title()}BucketKey", "POST", f"/v1/bucket/{which}", None, body)
 
     def list_keys(self):
-        return [{"id": k["id"], "name": k.get("name", "")}
-                for k in self.t.call("ListKeys", "GET", "/v1/key", {"list": ""})]
+        return self._key_list(self.t.call("ListKeys", "GET", "/v1/key", {"list": ""}))
 
     def create_key(self, name):
         return self._key(self.t.call("AddKey", "POST", "/v1/key", {"list": ""}, {"name": name},
@@ -344,8 +453,7 @@ class V2(AdminClient):
         self.t.call(f"{which.title()}BucketKey", "POST", f"/v2/{which.title()}BucketKey", None, body)
 
     def list_keys(self):
-        return [{"id": k["id"], "name": k.get("name", "")}
-                for k in self.t.call("ListKeys", "GET", "/v2/ListKeys")]
+        return self._key_list(self.t.call("ListKeys", "GET", "/v2/ListKeys"))
 
     def create_key(self, name):
         return self._key(self.t.call("CreateKey", "POST", "/v2/CreateKey", None, {"name": name},
@@ -395,9 +503,14 @@ def detect(transport: Transport) -> str:
 
 
 def connect(endpoint: str, token: str, version: str = "auto", *, timeout: float = 10.0,
-            retry_timeout: float = 60.0) -> AdminClient:
-    """An admin client for ``endpoint``; ``version`` ``auto`` costs one request."""
-    transport = Transport(endpoint.rstrip("/"), token, timeout, retry_timeout)
+            retry_timeout: float = 60.0, deadline: float | None = None,
+            log: Callable[[str], None] | None = None) -> AdminClient:
+    """An admin client for ``endpoint``; ``version`` ``auto`` costs one request.
+
+    ``deadline`` (a :func:`time.monotonic` instant) bounds every request and
+    retry; ``log`` receives one line per retry.
+    """
+    transport = Transport(endpoint.rstrip("/"), token, timeout, retry_timeout, deadline=deadline, log=log)
     if version == "auto":
         version = detect(transport)
     return (V2 if version == "v2" else V1)(transport)

@@ -6,6 +6,7 @@ update and read report the same shape.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from typing import Any
@@ -14,8 +15,23 @@ from fediversity_providers.core.errors import Conflict, InvalidInput, NotFound
 
 from .admin import PERMS, AdminClient, AdminError, Lost
 
-def key_name(alias: str, name: str) -> str:
-    return f"{alias}-{name}"
+#: Inputs that change how a create works, not what it makes: left out of the creation token.
+NOT_IN_TOKEN = ("requestTimeout", "retryTimeout", "adoptExisting", "forceDestroy", "adminTokenFile",
+                "adminApiVersion")
+
+
+def creation_token(inputs: dict) -> str:
+    """12 hex digits derived from a create's inputs: the same when NixOps4 sends that create again."""
+    import hashlib
+
+    what = {k: v for k, v in inputs.items() if k not in NOT_IN_TOKEN}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, ensure_ascii=True).encode()).hexdigest()[:12]
+
+
+def key_name(alias: str, name: str, token: str) -> str:
+    """The name of a key this resource creates: unambiguous, ':' being in neither part."""
+    return f"{alias}:{name}:{token}"
+
 
 
 def _until(deadline: float, attempt, check, settle: float = 0.0):
@@ -65,7 +81,8 @@ def website_endpoint(alias: str, website: dict, inputs_website: dict) -> str | N
     return f"http://{alias}.{domain.lstrip('.')}"
 
 
-def outputs(inputs: dict, bucket: dict, alias: str, keys: dict, cors: list, lifecycle: list) -> dict:
+def outputs(inputs: dict, bucket: dict, alias: str, keys: dict, cors: list, lifecycle: list,
+            token: str | None = None) -> dict:
     perms = {k["accessKeyId"]: k["permissions"] for k in bucket["keys"]}
     key_out = {}
     for name, key in keys.items():
@@ -73,7 +90,9 @@ def outputs(inputs: dict, bucket: dict, alias: str, keys: dict, cors: list, life
         key_out[name] = {"accessKeyId": key["accessKeyId"], "secretAccessKey": key.get("secretAccessKey"),
                          **{f: bool(p.get(f)) for f in PERMS}, "created": bool(key.get("created"))}
     website = website_view(bucket)
+    extra = {} if token is None else {"creationToken": token}
     return {
+        **extra,
         "bucketId": bucket["id"],
         "globalAlias": alias,
         "s3Endpoint": inputs["s3Endpoint"],
@@ -91,8 +110,8 @@ def outputs(inputs: dict, bucket: dict, alias: str, keys: dict, cors: list, life
 class Keys:
     """Resolves key entries to Garage keys, creating the missing ones (and remembering which)."""
 
-    def __init__(self, client: AdminClient, ctx, deadline: float) -> None:
-        self.c, self.ctx, self.deadline = client, ctx, deadline
+    def __init__(self, client: AdminClient, ctx, deadline: float, token: str) -> None:
+        self.c, self.ctx, self.deadline, self.token = client, ctx, deadline, token
         self._listing: list[dict] | None = None
         self.made: list[str] = []  # created by this run, removed again when it fails
 
@@ -118,9 +137,9 @@ class Keys:
             info = self._secret(entry["accessKeyId"], f"{field}.accessKeyId")
             return {"accessKeyId": info["accessKeyId"], "secretAccessKey": info["secretAccessKey"],
                     "created": False}
-        name = key_name(alias, entry["name"])
+        name = key_name(alias, entry["name"], self.token)
         existing = self._by_name(name)
-        if existing is not None:  # left by an interrupted run, or adopted: ours by its name
+        if existing is not None:  # left by an interrupted run of this same create: ours by its name
             info = self._secret(existing, field)
         else:
             def look():

@@ -5,11 +5,19 @@ client; minio comes later still, only when S3 is needed).
 
 Idempotence and orphans:
 
-- Keys this resource creates are named ``<globalAlias>-<name>`` and looked up
-  by that name before one is created, so a retried create reuses what an
-  interrupted one made.
-- The bucket is looked up by its alias before it is created, and again when a
-  create's answer is lost.
+- A create carries a *creation token*: 12 hex digits of a hash of its inputs
+  (timeouts and ``adoptExisting``/``forceDestroy`` left out), the same for a
+  create that NixOps4 sends again after the answer was lost.  Keys this
+  resource creates are named ``<globalAlias>:<name>:<token>`` (':' appears in
+  neither an alias nor an entry name, so two resources never share a name),
+  and are looked up by that name before one is created: a retried create
+  reuses the keys the interrupted one made, and never a key someone else made.
+- The bucket is looked up by its alias before it is created.  It is this
+  create's own (a retry's) only when a key named with this create's token is
+  allowed on it; any other bucket holding the alias is refused with a
+  Conflict naming ``adoptExisting``.  When ``CreateBucket``'s answer is lost,
+  the bucket found afterwards under the alias is taken as the one this
+  request made only if it holds no key of another resource.
 - When a create fails after the bucket or keys were made, what this attempt
   made is removed again before the error is reported.
 """
@@ -19,16 +27,18 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import time
-from pathlib import Path
 from typing import Iterator
 
 from fediversity_providers.core.errors import Conflict, InvalidInput, NotFound, ProviderError
+from fediversity_providers.core.untrusted import header_value
 
 from . import admin as adminmod
 from .admin import PERMS, AdminClient, AdminError
-from .converge import Keys, _until, converge_bucket, converge_s3, outputs, s3_for
+from .converge import Keys, _until, converge_bucket, converge_s3, creation_token, outputs, s3_for
 
 FORCE_DESTROY_KEY = "force-destroy.tmp"  # no entry of keys can be named so (no "." allowed)
+#: Seconds the roll-back of a failed create may take past the request's deadline.
+ROLLBACK_GRACE = 2.0
 
 
 # -- inputs ------------------------------------------------------------------------------
@@ -72,23 +82,33 @@ def check_inputs(inputs: dict) -> None:
 
 
 def read_token(inputs: dict, ctx) -> str:
-    path = Path(inputs["adminTokenFile"])
-    try:
-        token = path.read_text().strip()
-    except OSError as exc:
-        raise InvalidInput(f"cannot read the admin token file: {exc.strerror}", field="adminTokenFile",
-                           hint="point adminTokenFile at a readable file holding Garage's admin_token") from None
-    if not token:
-        raise InvalidInput("the admin token file is empty", field="adminTokenFile",
-                           hint="write Garage's admin_token into it")
+    """The admin token: one line of a regular file (a FIFO or a device is refused, never waited on)."""
+    from fediversity_providers.core.secretfile import read_secret_file
+
+    token = read_secret_file(inputs["adminTokenFile"], field="adminTokenFile").strip()
     ctx.add_secret(token)
+    header_value(token, field="adminTokenFile")
     return token
 
 
 def connect(inputs: dict, ctx) -> AdminClient:
     token = read_token(inputs, ctx)
     return adminmod.connect(inputs["adminEndpoint"], token, inputs.get("adminApiVersion", "auto"),
-                            timeout=inputs.get("requestTimeout", 10), retry_timeout=inputs.get("retryTimeout", 60))
+                            timeout=inputs.get("requestTimeout", 10), retry_timeout=inputs.get("retryTimeout", 60),
+                            deadline=getattr(ctx, "deadline", None), log=lambda line: ctx.log("%s", line))
+
+
+def work_deadline(inputs: dict, ctx) -> float:
+    """When converging must end: ``retryTimeout`` from now, cut by the request's deadline."""
+    deadline = time.monotonic() + inputs.get("retryTimeout", 60)
+    if getattr(ctx, "deadline", None) is not None:
+        deadline = min(deadline, ctx.deadline)
+    return deadline
+
+
+def owned_by(bucket: dict, alias: str, token: str) -> bool:
+    """Whether ``bucket`` carries the marks of the create with ``token``: a key it made is allowed on it."""
+    return any(k["name"].startswith(f"{alias}:") and k["name"].endswith(f":{token}") for k in bucket["keys"])
 
 
 @contextlib.contextmanager
@@ -108,48 +128,72 @@ def create(inputs: dict, ctx) -> dict:
     check_inputs(inputs)
     alias = inputs["globalAlias"]
     c = connect(inputs, ctx)
-    deadline = time.monotonic() + inputs["retryTimeout"]
-    keys_r = Keys(c, ctx, deadline)
+    deadline = work_deadline(inputs, ctx)
+    token = creation_token(inputs)
+    keys_r = Keys(c, ctx, deadline, token)
     made_bucket: str | None = None
     with admin_errors():
         existing = c.get_bucket(alias=alias)
         if existing is not None and not inputs["adoptExisting"]:
-            raise Conflict(f"the global alias {alias!r} already names bucket {existing['id']}",
-                           field="globalAlias",
-                           hint="set adoptExisting = true to take that bucket over, or choose another globalAlias")
+            if not owned_by(existing, alias, token):
+                raise taken(alias, existing["id"])
+            ctx.progress("adopting", f"bucket {existing['id']}, made by an earlier attempt of this create")
         try:
             keys = {e["name"]: keys_r.resolve(alias, e, f"keys[{i}]") for i, e in enumerate(inputs["keys"])}
             bucket = existing
             if bucket is None:
                 ctx.progress("creating bucket", alias)
+                sent = [False]
 
                 def look():
-                    return c.get_bucket(alias=alias)
+                    found = c.get_bucket(alias=alias)
+                    return found if found is not None and mine_after_lost(found, alias, token) else None
 
-                bucket = _until(deadline, lambda: _create_bucket(c, alias), look, c.t.timeout)
+                bucket = _until(deadline, lambda: _create_bucket(c, alias, token, sent), look, c.t.timeout)
                 made_bucket = bucket["id"]
             bucket = converge_bucket(c, bucket, inputs, keys, None, deadline)
             cors, lifecycle = converge_s3(inputs, keys, alias, [], [], observe=existing is not None)
         except BaseException:
             _roll_back(c, made_bucket, keys_r, ctx, deadline)
             raise
-    return outputs(inputs, bucket, alias, keys, cors, lifecycle)
+    return outputs(inputs, bucket, alias, keys, cors, lifecycle, token)
 
 
-def _create_bucket(c: AdminClient, alias: str) -> dict:
+def taken(alias: str, bucket_id: str) -> Conflict:
+    return Conflict(f"the global alias {alias!r} already names bucket {bucket_id}, which this create did not make",
+                    field="globalAlias",
+                    hint="set adoptExisting = true to take that bucket over, or choose another globalAlias; "
+                         "nothing was changed")
+
+
+def mine_after_lost(bucket: dict, alias: str, token: str) -> bool:
+    """After our CreateBucket's answer was lost: the bucket under the alias is ours unless another
+    resource's key is on it (a concurrent create would have granted its keys)."""
+    return owned_by(bucket, alias, token) or not bucket["keys"]
+
+
+def _create_bucket(c: AdminClient, alias: str, token: str, sent: list) -> dict:
+    first = not sent[0]
+    sent[0] = True
     try:
         return c.create_bucket(alias)
     except AdminError as exc:
-        if exc.status == 409:  # an earlier attempt whose answer was lost made it
+        if exc.status == 409:  # taken: by an earlier attempt whose answer was lost, or by another resource
             found = c.get_bucket(alias=alias)
-            if found is not None:
+            if found is not None and (owned_by(found, alias, token)
+                                      or (not first and mine_after_lost(found, alias, token))):
                 return found
+            raise taken(alias, found["id"] if found else "(gone again)") from None
         raise
 
 
 def _roll_back(c: AdminClient, bucket_id: str | None, keys_r: Keys, ctx, deadline: float) -> None:
-    """Remove what a failed create made, so that nothing is left orphaned."""
-    keys_r.deadline = max(deadline, time.monotonic() + 5)
+    """Remove what a failed create made, so that nothing is left orphaned.
+
+    Bounded: at most ``ROLLBACK_GRACE`` seconds past the work's deadline.
+    """
+    keys_r.deadline = max(deadline, time.monotonic()) + ROLLBACK_GRACE
+    c.t.deadline = keys_r.deadline
     try:
         if bucket_id is not None:
             ctx.progress("rolling back", f"bucket {bucket_id}")
@@ -187,7 +231,7 @@ def read(resource, ctx) -> dict:
         key = next(iter(owner.values()))
         s3 = S3(inputs["s3Endpoint"], inputs.get("region", "garage"), key["accessKeyId"], key["secretAccessKey"])
         cors, lifecycle = s3.get_cors(alias), s3.get_lifecycle(alias)
-    return outputs(inputs, bucket, alias, keys, cors, lifecycle)
+    return outputs(inputs, bucket, alias, keys, cors, lifecycle, prev.get("creationToken"))
 
 
 def update(resource, inputs: dict, ctx) -> dict:
@@ -195,8 +239,8 @@ def update(resource, inputs: dict, ctx) -> dict:
     prev = resource.outputs or {}
     alias, old_alias = inputs["globalAlias"], prev.get("globalAlias")
     c = connect(inputs, ctx)
-    deadline = time.monotonic() + inputs["retryTimeout"]
-    keys_r = Keys(c, ctx, deadline)
+    deadline = work_deadline(inputs, ctx)
+    keys_r = Keys(c, ctx, deadline, prev.get("creationToken") or creation_token(resource.inputs))
     with admin_errors():
         bucket = c.get_bucket(id=prev["bucketId"])
         if bucket is None:
@@ -229,14 +273,14 @@ def update(resource, inputs: dict, ctx) -> dict:
         bucket = converge_bucket(c, bucket, inputs, keys, old_alias, deadline)
     cors, lifecycle = converge_s3(inputs, keys, alias, prev.get("cors", []), prev.get("lifecycle", []),
                                   observe=True)
-    return outputs(inputs, bucket, alias, keys, cors, lifecycle)
+    return outputs(inputs, bucket, alias, keys, cors, lifecycle, prev.get("creationToken"))
 
 
 def delete(resource, ctx) -> None:
     inputs, prev = resource.inputs, resource.outputs or {}
     c = connect(inputs, ctx)
-    deadline = time.monotonic() + inputs.get("retryTimeout", 60)
-    keys_r = Keys(c, ctx, deadline)
+    deadline = work_deadline(inputs, ctx)
+    keys_r = Keys(c, ctx, deadline, prev.get("creationToken") or creation_token(inputs))
     keys = prev.get("keys") or {}
     for key in keys.values():
         ctx.add_secret(key.get("secretAccessKey"))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, Protocol
 
-__all__ = ["Backend", "Marker", "VmRef", "VmSpec", "VmState", "GIB", "sha256"]
+__all__ = ["Backend", "Marker", "VmRef", "VmSpec", "VmState", "GIB", "sha256", "creation_token", "taken"]
 
 GIB = 1024**3
 
@@ -34,10 +34,37 @@ def sha256(data: bytes):
     return builtin(data)
 
 
+#: The inputs the creation token is derived from, with their defaults (what the create makes).
+TOKEN_INPUTS = {"name": None, "node": "pve", "template": None, "fullClone": True, "storage": None, "cores": 2,
+                "memoryMiB": 2048, "diskGiB": 8, "bridge": "vmbr0", "cloudInitUser": None,
+                "sshAuthorizedKeys": [], "ipConfig": "dhcp", "started": True}
+
+
+def creation_token(inputs: dict[str, Any]) -> str:
+    """12 hex digits derived from a create's inputs: the same when NixOps4 sends that create again.
+
+    It tells "the VM an earlier attempt of this very create cloned" (adopted
+    without asking) from "a VM someone else made under this name" (refused
+    unless ``adoptExisting``).  Two resources with exactly the same inputs are
+    one declaration to this provider: nothing else in a create request can
+    tell them apart.
+    """
+    import json
+
+    what = {key: inputs.get(key, default) for key, default in TOKEN_INPUTS.items()}
+    what["cluster"] = (inputs.get("api") or {}).get("url")
+    return sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
+
+
 class Marker(NamedTuple):
-    """The tag and description line that say "this VM belongs to resource ``name``"."""
+    """The tag and description line that say "this VM belongs to resource ``name``".
+
+    ``token`` (the creation token, when known) goes in the description too:
+    ``made_by`` checks it.
+    """
 
     name: str
+    token: str | None = None
 
     @property
     def tag(self) -> str:
@@ -46,12 +73,26 @@ class Marker(NamedTuple):
 
     @property
     def description(self) -> str:
-        return f"Managed by fediversity-providers (proxmox_vm {self.name!r}); marker {self.tag}"
+        made = f"; creation {self.token}" if self.token else ""
+        return f"Managed by fediversity-providers (proxmox_vm {self.name!r}); marker {self.tag}{made}"
+
+    def made_by(self, description: str | None) -> bool:
+        """Whether the VM was made by the create with this marker's creation token."""
+        return bool(self.token) and f"; creation {self.token}" in (description or "")
 
     def carried_by(self, tags: str | None, description: str | None) -> bool:
         """Whether a VM with these ``tags`` (Proxmox's ';'-separated list) or description is ours."""
         tag_list = [t.strip() for t in (tags or "").replace(",", ";").replace(" ", ";").split(";")]
         return self.tag in tag_list or f"marker {self.tag}" in (description or "")
+
+
+def taken(vmid: int, node: str, name: str) -> "Exception":
+    """The Conflict of a create that finds a VM it did not make under its name."""
+    from fediversity_providers import Conflict
+
+    return Conflict(f"VM {vmid} on node {node!r} already has the name {name!r}, and this create did not make it",
+                    field="name", hint="set adoptExisting = true to take that VM over, or choose another name; "
+                                       "nothing was changed")
 
 
 class VmRef(NamedTuple):
@@ -74,7 +115,7 @@ class VmSpec(NamedTuple):
     marker: Marker
 
     @classmethod
-    def from_inputs(cls, inputs: dict[str, Any]) -> "VmSpec":
+    def from_inputs(cls, inputs: dict[str, Any], token: str | None = None) -> "VmSpec":
         return cls(
             name=inputs["name"],
             cores=inputs.get("cores", 2),
@@ -83,7 +124,7 @@ class VmSpec(NamedTuple):
             ci_user=inputs.get("cloudInitUser"),
             ssh_keys=tuple(inputs.get("sshAuthorizedKeys", ())),
             ip_config=inputs.get("ipConfig", "dhcp"),
-            marker=Marker(inputs["name"]),
+            marker=Marker(inputs["name"], token or creation_token(inputs)),
         )
 
     @property
@@ -130,6 +171,12 @@ class Backend(Protocol):
 
     def find(self, marker: Marker) -> VmRef | None:
         """The VM carrying ``marker``, or None."""
+
+    def claim(self, template: str, node: str, spec: VmSpec, *, full: bool, storage: str | None,
+              adopt: bool) -> tuple[VmRef, str]:
+        """The VM a create works on, and how it was had: "cloned", "retry" (made by an earlier
+        attempt of this create: ``spec.marker.made_by``) or "adopted" (another VM with this name or
+        marker, taken over because ``adopt``).  Without ``adopt``, such a VM is a Conflict."""
 
     def clone(self, template: str, node: str, spec: VmSpec, *, full: bool, storage: str | None) -> VmRef:
         """Clone ``template`` (vmid or name) into a new VM on ``node`` with the next free vmid,

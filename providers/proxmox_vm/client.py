@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import ssl
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any, Callable
 
 from fediversity_providers import (
@@ -30,14 +29,18 @@ from fediversity_providers import (
     Conflict,
     InvalidInput,
     NotFound,
+    ProtocolError,
     ProviderError,
     Transient,
     Unreachable,
 )
+from fediversity_providers.core.retry import retry
+from fediversity_providers.core.untrusted import header_value, printable
 
 __all__ = ["PveClient", "parse_upid"]
 
-GET_RETRIES = (0.2, 0.5, 1.0, 2.0)
+GET_RETRIES = (0.2, 0.5, 1.0, 2.0)  # the delays between the attempts of a read
+GET_WINDOW = sum(GET_RETRIES) + 0.5
 EARLY_400_GRACE = 15.0  # seconds a fresh task's status may answer 400
 
 
@@ -45,7 +48,8 @@ def parse_upid(upid: str) -> dict[str, str]:
     """``UPID:node:pid:pstart:starttime:type:id:user:`` as a dict."""
     parts = upid.split(":")
     if len(parts) < 8 or parts[0] != "UPID":
-        raise ProviderError(f"Proxmox VE answered {upid!r} where a task id (UPID) was expected")
+        raise ProtocolError(f"Proxmox VE answered {printable(repr(upid), 120)} where a task id (UPID) was expected",
+                            hint="check that api.url points at a Proxmox VE API")
     return {"node": parts[1], "type": parts[5], "id": parts[6], "user": parts[7]}
 
 
@@ -65,12 +69,13 @@ class PveClient:
 
     def __init__(self, url: str, token_id: str, secret: str, *, verify_tls: bool = True,
                  ca_file: str | None = None, timeout: float = 30.0,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, deadline: float | None = None) -> None:
         base = url.rstrip("/")
         if not base.endswith("/api2/json"):
             base += "/api2/json"
         self.base = base
-        self._auth = f"PVEAPIToken={token_id}={secret}"
+        self._auth = header_value(f"PVEAPIToken={token_id}={secret}", field="api.tokenSecretFile")
+        self.deadline = deadline
         self.token_id = token_id
         self.timeout = timeout
         self.log = log or (lambda message: None)
@@ -85,14 +90,8 @@ class PveClient:
 
     def get(self, path: str, **params: Any) -> Any:
         """GET, retried on temporary failures (reading is always safe to repeat)."""
-        for delay in (*GET_RETRIES, None):
-            try:
-                return self.request("GET", path, params)
-            except Transient as error:
-                if delay is None:
-                    raise
-                self.log(f"GET {path}: {error}; retrying in {delay} s")
-                time.sleep(delay)
+        return retry(lambda: self.request("GET", path, params), window=GET_WINDOW, what=f"GET {path}",
+                     deadline=self.deadline, log=self.log, first_delay=GET_RETRIES[0], max_delay=GET_RETRIES[-1])
 
     def post(self, path: str, **params: Any) -> Any:
         return self.request("POST", path, params)
@@ -116,30 +115,44 @@ class PveClient:
             body = encoded.encode()
             headers["Content-Type"] = "application/x-www-form-urlencoded"
         what = f"{method} {path}"
-        request = urllib.request.Request(url, data=body, method=method, headers=headers)
+        split = urllib.parse.urlsplit(url)
+        if split.scheme == "https":
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(split.netloc, timeout=self.timeout,
+                                                                           context=self._ssl)
+        else:
+            conn = http.client.HTTPConnection(split.netloc, timeout=self.timeout)
+        target = split.path + (f"?{split.query}" if split.query else "")
+        from fediversity_providers.core.boundedhttp import Overdue, exchange
+
+        limit = self.timeout if self.deadline is None else min(self.timeout, self.deadline - time.monotonic())
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout, context=self._ssl) as answer:
-                raw = answer.read()
-        except urllib.error.HTTPError as error:
-            raise self._error(what, error.code, error.reason, error.read()) from None
-        except urllib.error.URLError as error:
-            reason = error.reason
-            if isinstance(reason, ssl.SSLCertVerificationError):
-                raise AccessDenied(f"{what}: the server's TLS certificate was refused: {reason.verify_message}",
-                                   field="api.caFile",
-                                   hint="set api.caFile to the cluster's CA (/etc/pve/pve-root-ca.pem), "
-                                        "or api.verifyTls = false") from None
-            raise Unreachable(f"{what}: cannot reach {self.base}: {reason}",
+            status, reason, raw = exchange(conn, method, target, body=body, headers=headers, limit=limit)
+        except ssl.SSLCertVerificationError as reason:
+            raise AccessDenied(f"{what}: the server's TLS certificate was refused: {reason.verify_message}",
+                               field="api.caFile",
+                               hint="set api.caFile to the cluster's CA (/etc/pve/pve-root-ca.pem), "
+                                    "or api.verifyTls = false") from None
+        except Overdue as error:
+            raise Unreachable(f"{what}: {self.base} gave {error}",
+                              hint="the request may or may not have been carried out; retry") from None
+        except (ConnectionRefusedError, socket.gaierror) as error:
+            raise Unreachable(f"{what}: cannot reach {self.base}: {printable(error)}",
                               hint="check api.url and that the cluster is up") from None
         except (http.client.HTTPException, OSError) as error:
             raise Unreachable(f"{what}: the connection to {self.base} failed before an answer: "
-                              f"{type(error).__name__}: {error}",
+                              f"{type(error).__name__}: {printable(error)}",
                               hint="the request may or may not have been carried out; retry") from None
+        if status >= 400:
+            raise self._error(what, status, printable(reason, 200), raw)
         try:
-            return json.loads(raw or b"{}").get("data")
-        except (ValueError, AttributeError):
-            raise ProviderError(f"{what}: the answer is not Proxmox VE's JSON: {raw[:200]!r}",
+            document = json.loads(raw or b"{}")
+        except (ValueError, RecursionError):
+            document = None
+        if not isinstance(document, dict):
+            raise ProtocolError(f"{what}: the answer of {self.base} is not Proxmox VE's JSON: "
+                                f"{printable(repr(raw[:200]), 250)}",
                                 hint="check that api.url points at a Proxmox VE API") from None
+        return document.get("data")
 
     def _error(self, what: str, code: int, reason: str, raw: bytes) -> ProviderError:
         details = ""
@@ -149,8 +162,9 @@ class PveClient:
             details = "; ".join(f"{key}: {str(text).strip()}" for key, text in sorted(errors.items()))
             if not details and document.get("message"):
                 details = str(document["message"]).strip()
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, TypeError, RecursionError):
             pass
+        details = printable(details)
         message = f"{what}: HTTP {code} {reason}".rstrip() + (f" ({details})" if details else "")
         lowered = f"{reason} {details}".lower()
         if code == 401:
@@ -192,14 +206,18 @@ class PveClient:
                 if time.monotonic() - started > EARLY_400_GRACE:
                     raise
                 status = {"status": "running"}
+            if not isinstance(status, dict):
+                raise ProtocolError(f"{label}: the task status of {self.base} is not an object: "
+                                    f"{printable(repr(status), 120)}", hint="check that api.url points at Proxmox VE")
             if status.get("status") == "stopped":
-                exitstatus = str(status.get("exitstatus") or "")
+                exitstatus = printable(status.get("exitstatus") or "", 300)
                 if exitstatus == "OK" or exitstatus.startswith("WARNINGS:"):
                     if exitstatus != "OK":
                         self.log(f"{label}: {exitstatus}")
                     return exitstatus
                 raise self._task_failed(path, label, exitstatus or "no exit status")
-            if time.monotonic() - started > timeout:
+            if time.monotonic() - started > timeout or (self.deadline is not None
+                                                        and time.monotonic() + delay > self.deadline):
                 raise Transient(f"{label} did not finish within {timeout:.0f} s (task {upid})",
                                 hint="raise taskTimeoutSeconds, or look at the task in the Proxmox VE UI")
             time.sleep(delay)
@@ -209,8 +227,8 @@ class PveClient:
         tail = ""
         try:
             lines = self.get(path + "/log", start=0, limit=500) or []
-            tail = " | ".join(str(line.get("t", "")) for line in lines[-5:] if line.get("t"))
-        except ProviderError:
+            tail = printable(" | ".join(str(line.get("t", "")) for line in lines[-5:] if line.get("t")), 500)
+        except (ProviderError, AttributeError, TypeError):
             pass
         message = f"{label} failed: {exitstatus}" + (f"; log: {tail}" if tail else "")
         lowered = exitstatus.lower()

@@ -23,9 +23,10 @@ def open_backend(inputs: dict[str, Any], ctx: Context) -> Backend:
         from .pve import PveBackend
 
         return PveBackend.from_inputs(api, ctx, task_timeout=timeout)
-    from .stub import StubBackend
+    from .stub import StubBackend, check_state_dir
 
-    return StubBackend((inputs.get("stub") or {}).get("stateDir"), ctx)
+    state_dir = (inputs.get("stub") or {}).get("stateDir")
+    return StubBackend(check_state_dir(state_dir) if state_dir else None, ctx)
 
 
 def _backend_identity(inputs: dict[str, Any]) -> tuple:
@@ -37,8 +38,10 @@ def _backend_identity(inputs: dict[str, Any]) -> tuple:
     return ("stub", str((inputs.get("stub") or {}).get("stateDir") or default_state_dir()))
 
 
-def _outputs(state: VmState, kind: str) -> dict[str, Any]:
+def _outputs(state: VmState, kind: str, token: str | None = None) -> dict[str, Any]:
+    extra = {"creationToken": token} if token else {}
     return {
+        **extra,
         "vmid": state.ref.vmid,
         "node": state.ref.node,
         "name": state.name,
@@ -92,20 +95,18 @@ def create(inputs: dict[str, Any], ctx: Context) -> dict[str, Any]:
     backend = open_backend(inputs, ctx)
     spec = VmSpec.from_inputs(inputs)
     node = inputs.get("node", "pve")
-    ref = backend.find(spec.marker)
-    cloned = False
-    if ref is not None:
-        if ref.node != node:
-            raise Conflict(
-                f"VM {ref.vmid} on node {ref.node!r} already carries the marker of the name {spec.name!r}",
-                field="name", hint="choose another name, or delete that VM",
-            )
-        ctx.progress("adopting", f"VM {ref.vmid} on {ref.node}, cloned by an earlier attempt")
-    else:
-        ctx.progress("cloning", f"template {inputs['template']} to node {node}")
-        ref = backend.clone(inputs["template"], node, spec, full=inputs.get("fullClone", True),
-                            storage=inputs.get("storage"))
-        cloned = True
+    ctx.progress("claiming", f"the name {spec.name!r} on node {node}")
+    ref, how = backend.claim(inputs["template"], node, spec, full=inputs.get("fullClone", True),
+                             storage=inputs.get("storage"), adopt=bool(inputs.get("adoptExisting")))
+    cloned = how == "cloned"
+    if ref.node != node:
+        raise Conflict(f"VM {ref.vmid} on node {ref.node!r} already has the name {spec.name!r}", field="name",
+                       hint="choose another name, or delete that VM; nothing was changed")
+    if how == "retry":
+        ctx.progress("adopting", f"VM {ref.vmid} on {ref.node}, cloned by an earlier attempt of this create")
+    elif how == "adopted":
+        ctx.progress("adopting", f"VM {ref.vmid} on {ref.node} (adoptExisting)")
+        backend.configure(ref, spec)  # it carries this resource's marker from now on
     try:
         current = backend.status(ref, spec.marker)
         _converge(backend, ref, spec, inputs, ctx, current.disk_gib, fresh=cloned)
@@ -120,7 +121,7 @@ def create(inputs: dict[str, Any], ctx: Context) -> dict[str, Any]:
                 ctx.log("could not remove VM %s after the failed create (%s); a retried create adopts it",
                         ref.vmid, cleanup_error)
         raise
-    return _outputs(state, backend.kind)
+    return _outputs(state, backend.kind, spec.marker.token)
 
 
 def read(inputs: dict[str, Any], outputs: dict[str, Any] | None, ctx: Context) -> dict[str, Any]:
@@ -128,7 +129,7 @@ def read(inputs: dict[str, Any], outputs: dict[str, Any] | None, ctx: Context) -
     if ref is None:
         raise NotFound(f"no VM recorded for {inputs.get('name')!r} (the outputs hold no vmid)")
     backend = open_backend(inputs, ctx)
-    return _outputs(backend.status(ref, Marker(inputs["name"])), backend.kind)
+    return _outputs(backend.status(ref, Marker(inputs["name"])), backend.kind, (outputs or {}).get("creationToken"))
 
 
 def update(prev_inputs: dict[str, Any], prev_outputs: dict[str, Any] | None, inputs: dict[str, Any],
@@ -143,12 +144,13 @@ def update(prev_inputs: dict[str, Any], prev_outputs: dict[str, Any] | None, inp
     if ref is None:
         return create(inputs, ctx)
     backend = open_backend(inputs, ctx)
-    spec = VmSpec.from_inputs(inputs)
+    token = (prev_outputs or {}).get("creationToken")
+    spec = VmSpec.from_inputs(inputs, token)
     current = backend.status(ref, Marker(prev_inputs["name"]))
     was_running = current.running
     _converge(backend, ref, spec, inputs, ctx, current.disk_gib)
     wait = _agent_wait(inputs, ctx) if inputs.get("started", True) and not was_running else 0.0
-    return _outputs(backend.status(ref, spec.marker, wait_agent=wait), backend.kind)
+    return _outputs(backend.status(ref, spec.marker, wait_agent=wait), backend.kind, token)
 
 
 def delete(inputs: dict[str, Any], outputs: dict[str, Any] | None, ctx: Context) -> None:

@@ -21,11 +21,13 @@ from fediversity_providers import (
     Context,
     InvalidInput,
     NotFound,
+    ProtocolError,
     ProviderError,
     Transient,
 )
+from fediversity_providers.core.untrusted import printable
 
-from .backend import GIB, Marker, VmRef, VmSpec, VmState
+from .backend import GIB, Marker, VmRef, VmSpec, VmState, taken
 from .client import PveClient
 
 __all__ = ["PveBackend"]
@@ -104,18 +106,13 @@ class PveBackend:
 
     @classmethod
     def from_inputs(cls, api: dict[str, Any], ctx: Context, *, task_timeout: float = 900.0) -> "PveBackend":
-        path = api["tokenSecretFile"]
-        try:
-            with open(path) as f:
-                secret = f.read().strip()
-        except OSError as error:
-            raise InvalidInput(f"cannot read the API token secret file {path}: {error.strerror}",
-                               field="api.tokenSecretFile", hint="point it at a readable file") from None
-        if not secret:
-            raise InvalidInput(f"the API token secret file {path} is empty", field="api.tokenSecretFile")
+        from fediversity_providers.core.secretfile import read_secret_file
+
+        secret = read_secret_file(api["tokenSecretFile"], field="api.tokenSecretFile").strip()
         ctx.add_secret(secret)
         client = PveClient(api["url"], api["tokenId"], secret, verify_tls=api.get("verifyTls", True),
-                           ca_file=api.get("caFile"), log=lambda line: ctx.log("%s", line))
+                           ca_file=api.get("caFile"), log=lambda line: ctx.log("%s", line),
+                           deadline=getattr(ctx, "deadline", None))
         return cls(client, ctx, task_timeout=task_timeout)
 
     # -- helpers ----------------------------------------------------------------
@@ -131,8 +128,18 @@ class PveBackend:
         remaining = self.ctx.remaining() if self.ctx is not None else None
         return self.task_timeout if remaining is None else min(self.task_timeout, remaining)
 
+    def _waiting(self, what: str, limit: float):
+        """A heartbeat on stderr while a long wait lasts (nothing without a context)."""
+        if self.ctx is None or not hasattr(self.ctx, "waiting"):
+            import contextlib
+
+            return contextlib.nullcontext()
+        return self.ctx.waiting(what, limit)
+
     def _wait(self, upid: Any, what: str) -> None:
-        self.client.wait_task(upid, self._timeout(), what=what)
+        timeout = self._timeout()
+        with self._waiting(what, timeout):
+            self.client.wait_task(upid, timeout, what=what)
 
     def _vms(self) -> list[dict[str, Any]]:
         return [r for r in self.client.get("/cluster/resources", type="vm") or [] if r.get("type") == "qemu"]
@@ -184,6 +191,41 @@ class PveBackend:
             if marker.carried_by(config.get("tags"), config.get("description")):
                 return ref
         return None
+
+    def claim(self, template: str, node: str, spec: VmSpec, *, full: bool, storage: str | None,
+              adopt: bool) -> tuple[VmRef, str]:
+        """Find, else clone; then make sure no other VM took the name meanwhile (the API has no
+        cluster-wide lock: of two concurrent creates of one name, the VM with the lower vmid wins,
+        and the other create removes its clone and reports a Conflict)."""
+        named = self._named(spec)
+        for ref, config in named:
+            if spec.marker.made_by(config.get("description")):
+                return ref, "retry"
+        if named:
+            if not adopt:
+                raise taken(named[0][0].vmid, named[0][0].node, spec.name)
+            return named[0][0], "adopted"
+        ref = self.clone(template, node, spec, full=full, storage=storage)
+        rivals = [other for other, config in self._named(spec) if other.vmid < ref.vmid
+                  and not spec.marker.made_by(config.get("description"))]
+        if rivals:
+            self._progress("cleaning up", f"VM {ref.vmid}: VM {rivals[0].vmid} took the name {spec.name!r} first")
+            self.delete(ref, spec.marker)
+            raise taken(rivals[0].vmid, rivals[0].node, spec.name)
+        return ref, "cloned"
+
+    def _named(self, spec: VmSpec) -> list[tuple[VmRef, dict[str, Any]]]:
+        """The VMs (not templates) with ``spec``'s name or marker, lowest vmid first, with their configs."""
+        found = []
+        for vm in sorted(self._vms(), key=lambda vm: int(vm["vmid"])):
+            if vm.get("template") or not (vm.get("name") == spec.name or spec.marker.carried_by(vm.get("tags"), None)):
+                continue
+            ref = VmRef(int(vm["vmid"]), str(vm["node"]))
+            try:
+                found.append((ref, self._config(ref)))
+            except NotFound:
+                continue
+        return found
 
     def clone(self, template: str, node: str, spec: VmSpec, *, full: bool, storage: str | None) -> VmRef:
         nodes = {n.get("node") for n in self.client.get("/nodes") or []}
@@ -287,7 +329,10 @@ class PveBackend:
             pending = any(("pending" in item or item.get("delete")) for item in items)
         _, mac, _ = _mac(config)
         _, size = _boot_disk(config)
-        address = self._address(ref, mac, wait_agent) if running and _agent_enabled(config) else None
+        address = None
+        if running and _agent_enabled(config):
+            with self._waiting(f"the guest agent of VM {ref.vmid}", wait_agent):
+                address = self._address(ref, mac, wait_agent)
         if address is None and running:
             if wait_agent > 0:
                 raise Transient(f"the guest agent of VM {ref.vmid} did not report an IPv4 address for "
@@ -342,3 +387,25 @@ class PveBackend:
             self._wait(upid, f"deletion of VM {ref.vmid}")
         except NotFound:
             return
+
+
+def _untrusted(method):
+    """Proxmox's answers are data from outside: a shape this backend cannot read is a ProtocolError
+    naming the cluster and what was wrong, not a bug in the plugin."""
+    import functools
+
+    @functools.wraps(method)
+    def checked(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+            raise ProtocolError(
+                f"the Proxmox VE API at {self.client.base} answered {method.__name__} with data this provider "
+                f"cannot read ({type(error).__name__}: {printable(error, 200)})",
+                hint="check that api.url points at a Proxmox VE API; nothing more was changed") from None
+
+    return checked
+
+
+for _name in ("find", "claim", "clone", "configure", "resize", "start", "stop", "status", "delete"):
+    setattr(PveBackend, _name, _untrusted(getattr(PveBackend, _name)))

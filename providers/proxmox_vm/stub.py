@@ -45,7 +45,7 @@ from typing import Any, Iterator
 
 from fediversity_providers import Conflict, Context, InvalidInput, NotFound, ProviderError, Transient
 
-from .backend import Marker, VmRef, VmSpec, VmState, sha256
+from .backend import Marker, VmRef, VmSpec, VmState, sha256, taken
 
 __all__ = ["StubBackend", "StubCluster", "default_state_dir", "TEMPLATES"]
 
@@ -112,14 +112,18 @@ class StubCluster:
         return cluster
 
     @contextmanager
-    def transaction(self) -> Iterator[dict[str, Any]]:
-        """The cluster document, locked; written back (atomically) if the block changed it."""
+    def transaction(self, deadline: float | None = None) -> Iterator[dict[str, Any]]:
+        """The cluster document, locked; written back (atomically) if the block changed it.
+
+        The lock is waited for at most ``LOCK_TIMEOUT`` seconds, and not past
+        ``deadline`` (a :func:`time.monotonic` instant, the request's).
+        """
         try:
             os.makedirs(self.state_dir, exist_ok=True)
         except OSError as error:
             raise InvalidInput(f"cannot create the stub's state directory {self.state_dir}: {error}",
                                field="stub.stateDir", hint="choose a writable directory") from error
-        with _locked(os.path.join(self.state_dir, LOCK_FILE), self.state_dir):
+        with _locked(os.path.join(self.state_dir, LOCK_FILE), self.state_dir, deadline):
             state = self._load()
             # Compared as text: the C encoder is much faster than a deep copy.
             before = json.dumps(state, sort_keys=True)
@@ -136,7 +140,7 @@ class StubCluster:
         is kept while the file's identity (inode, size, mtime) stays the same.
         """
         try:
-            with open(self._path, "rb") as f:
+            with os.fdopen(_open(self._path, os.O_RDONLY), "rb") as f:
                 st = os.fstat(f.fileno())
                 key = (st.st_ino, st.st_size, st.st_mtime_ns)
                 if self._cache is not None and self._cache[0] == key:
@@ -157,7 +161,7 @@ class StubCluster:
             if name.startswith(prefix) and name.endswith(".tmp"):
                 _unlink(os.path.join(self.state_dir, name))
         try:
-            with open(self.path) as f:
+            with os.fdopen(_open(self.path, os.O_RDONLY), "rb") as f:
                 text = f.read()
         except FileNotFoundError:
             return {"version": 1, "nodes": ["pve"], "vms": copy.deepcopy(TEMPLATES)}
@@ -176,13 +180,37 @@ class StubCluster:
     def _save(self, text: str) -> None:
         tmp = os.path.join(self.state_dir, f".{STATE_FILE}.{os.getpid()}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            _unlink(tmp)  # a leftover of a dead process with our pid; never followed if a symlink
+            fd = _open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
             with os.fdopen(fd, "w") as f:
                 f.write(text)
             os.replace(tmp, self.path)
         except BaseException:
             _unlink(tmp)
             raise
+
+
+def _open(path: str, flags: int) -> int:
+    """``os.open`` that never follows a symlink at ``path`` (someone else's file is not ours to write)."""
+    try:
+        return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError as error:
+        if error.errno == getattr(__import__("errno"), "ELOOP", -1):
+            raise InvalidInput(f"{path} is a symbolic link; the stub does not follow links to its files",
+                               field="stub.stateDir", hint="remove the link; nothing was changed") from None
+        raise
+
+
+def check_state_dir(path: str) -> str:
+    """``path`` if absolute, normalised (no ``.``/``..``/``//``) and free of control characters."""
+    from fediversity_providers.core.untrusted import refuse_control
+
+    refuse_control(path, field="stub.stateDir")
+    trimmed = path.rstrip("/") or "/"
+    if not os.path.isabs(path) or os.path.normpath(trimmed) != trimmed or trimmed.startswith("//"):
+        raise InvalidInput(f"{path!r} is not an absolute, normalised path", field="stub.stateDir",
+                           hint="give an absolute path without '.', '..' or repeated '/'; nothing was changed")
+    return trimmed
 
 
 def _unlink(path: str) -> None:
@@ -193,29 +221,30 @@ def _unlink(path: str) -> None:
 
 
 @contextmanager
-def _locked(path: str, state_dir: str) -> Iterator[None]:
+def _locked(path: str, state_dir: str, deadline: float | None = None) -> Iterator[None]:
     """An exclusive lock on ``path`` between processes, released when the block ends or the process dies.
 
     On POSIX this is ``flock(2)`` straight away (what the filelock package does
     there too, at a fraction of its import time: provider start-up is the hot
     path); elsewhere the filelock package.
     """
-    busy = Transient(f"the stub's cluster {state_dir} stayed locked for {LOCK_TIMEOUT:.0f} s",
-                     hint="another provider process holds it; retry")
+    wait = LOCK_TIMEOUT if deadline is None else max(0.0, min(LOCK_TIMEOUT, deadline - time.monotonic()))
+    busy = Transient(f"the stub's cluster {state_dir} stayed locked for {wait:.1f} s",
+                     hint="another provider process holds it; retry; nothing was changed")
     try:
         import fcntl
     except ImportError:  # not POSIX
         import filelock
 
         try:
-            with filelock.FileLock(str(path), timeout=LOCK_TIMEOUT):
+            with filelock.FileLock(str(path), timeout=wait):
                 yield
         except filelock.Timeout:
             raise busy from None
         return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open(path, os.O_RDWR | os.O_CREAT)
     try:
-        deadline = time.monotonic() + LOCK_TIMEOUT
+        deadline = time.monotonic() + wait
         pause = 0.001
         while True:
             try:
@@ -241,6 +270,9 @@ class StubBackend:
         self.ctx = ctx
 
     # -- helpers ----------------------------------------------------------------
+
+    def _deadline(self) -> float | None:
+        return getattr(self.ctx, "deadline", None)
 
     def _vm(self, state: dict[str, Any], ref: VmRef, marker: Marker | None = None) -> dict[str, Any]:
         vm = state["vms"].get(str(ref.vmid))
@@ -288,30 +320,50 @@ class StubBackend:
                 return VmRef(vm["vmid"], vm["node"])
         return None
 
+    def claim(self, template: str, node: str, spec: VmSpec, *, full: bool, storage: str | None,
+              adopt: bool) -> tuple[VmRef, str]:
+        """Find and clone under one lock: two concurrent creates of one name never both clone."""
+        with self.cluster.transaction(self._deadline()) as state:
+            mine = [vm for vm in state["vms"].values() if not vm["template"]
+                    and (vm["name"] == spec.name or spec.marker.carried_by(vm["tags"], vm["description"]))]
+            for vm in sorted(mine, key=lambda vm: vm["vmid"]):
+                if spec.marker.made_by(vm["description"]) and spec.marker.carried_by(vm["tags"], vm["description"]):
+                    return VmRef(vm["vmid"], vm["node"]), "retry"
+            if mine:
+                first = min(mine, key=lambda vm: vm["vmid"])
+                if not adopt:
+                    raise taken(first["vmid"], first["node"], spec.name)
+                return VmRef(first["vmid"], first["node"]), "adopted"
+            return self._clone(state, template, node, spec, full=full, storage=storage), "cloned"
+
     def clone(self, template: str, node: str, spec: VmSpec, *, full: bool, storage: str | None) -> VmRef:
-        with self.cluster.transaction() as state:
-            if node not in state["nodes"]:
-                raise InvalidInput(f"node {node!r} is not in the simulated cluster (nodes: "
-                                   f"{', '.join(state['nodes'])})", field="node")
-            if storage is not None and storage not in STORAGES:
-                raise InvalidInput(f"storage {storage!r} does not exist (storages: {', '.join(STORAGES)})",
-                                   field="storage")
-            source = self._template(state, template)
-            vmid = FIRST_VMID
-            while str(vmid) in state["vms"]:
-                vmid += 1
-            vm = copy.deepcopy(source)
-            vm.update(vmid=vmid, node=node, name=spec.name, template=False, status="stopped", booted=None,
-                      tags=spec.marker.tag, description=spec.marker.description, fullClone=full,
-                      clonedFrom=source["vmid"])
-            vm["net0"]["mac"] = _mac(vmid)
-            if full and storage:
-                vm["disk"]["storage"] = storage
-            state["vms"][str(vmid)] = vm
+        with self.cluster.transaction(self._deadline()) as state:
+            return self._clone(state, template, node, spec, full=full, storage=storage)
+
+    def _clone(self, state: dict[str, Any], template: str, node: str, spec: VmSpec, *, full: bool,
+               storage: str | None) -> VmRef:
+        if node not in state["nodes"]:
+            raise InvalidInput(f"node {node!r} is not in the simulated cluster (nodes: "
+                               f"{', '.join(state['nodes'])})", field="node")
+        if storage is not None and storage not in STORAGES:
+            raise InvalidInput(f"storage {storage!r} does not exist (storages: {', '.join(STORAGES)})",
+                               field="storage")
+        source = self._template(state, template)
+        vmid = FIRST_VMID
+        while str(vmid) in state["vms"]:
+            vmid += 1
+        vm = copy.deepcopy(source)
+        vm.update(vmid=vmid, node=node, name=spec.name, template=False, status="stopped", booted=None,
+                  tags=spec.marker.tag, description=spec.marker.description, fullClone=full,
+                  clonedFrom=source["vmid"])
+        vm["net0"]["mac"] = _mac(vmid)
+        if full and storage:
+            vm["disk"]["storage"] = storage
+        state["vms"][str(vmid)] = vm
         return VmRef(vmid, node)
 
     def configure(self, ref: VmRef, spec: VmSpec) -> None:
-        with self.cluster.transaction() as state:
+        with self.cluster.transaction(self._deadline()) as state:
             vm = self._vm(state, ref)
             vm.update(name=spec.name, cores=spec.cores, memory=spec.memory_mib, agent=1,
                       ciuser=spec.ci_user, sshkeys=list(spec.ssh_keys), ipconfig0=spec.ipconfig0,
@@ -319,7 +371,7 @@ class StubBackend:
             vm["net0"]["bridge"] = spec.bridge
 
     def resize(self, ref: VmRef, disk_gib: int) -> None:
-        with self.cluster.transaction() as state:
+        with self.cluster.transaction(self._deadline()) as state:
             vm = self._vm(state, ref)
             if disk_gib < vm["disk"]["sizeGiB"]:
                 raise InvalidInput(
@@ -329,14 +381,14 @@ class StubBackend:
             vm["disk"]["sizeGiB"] = disk_gib
 
     def start(self, ref: VmRef) -> None:
-        with self.cluster.transaction() as state:
+        with self.cluster.transaction(self._deadline()) as state:
             vm = self._vm(state, ref)
             if vm["status"] != "running":
                 vm["status"] = "running"
                 vm["booted"] = {key: copy.deepcopy(vm[key]) for key in COLD_KEYS}
 
     def stop(self, ref: VmRef) -> None:
-        with self.cluster.transaction() as state:
+        with self.cluster.transaction(self._deadline()) as state:
             vm = self._vm(state, ref)
             vm["status"], vm["booted"] = "stopped", None
 
@@ -360,7 +412,7 @@ class StubBackend:
             self._vm(self.cluster.read(), ref, marker)
         except NotFound:
             return  # gone already, or not ours: nothing to take the lock for
-        with self.cluster.transaction() as state:
+        with self.cluster.transaction(self._deadline()) as state:
             try:
                 self._vm(state, ref, marker)
             except NotFound:

@@ -95,12 +95,13 @@ class MotoS3:
 class Fault:
     """One armed fault: ``mode`` on the next ``times`` requests to ``operation`` (None: any)."""
 
-    MODES = ("5xx", "slow", "drop", "lost", "5xx-after", "slow-start")
+    MODES = ("5xx", "slow", "drop", "lost", "5xx-after", "slow-start", "garbage", "drip")
 
-    def __init__(self, mode: str, operation: str | None, times: int, delay: float) -> None:
+    def __init__(self, mode: str, operation: str | None, times: int, delay: float, body: bytes = b"") -> None:
         if mode not in self.MODES:
             raise ValueError(f"fault mode must be one of {self.MODES}")
         self.mode, self.operation, self.times, self.delay = mode, operation, times, delay
+        self.body = body
 
 
 class GarageEmulator:
@@ -148,13 +149,16 @@ class GarageEmulator:
                     self.s3.delete(alias)
 
     # -- switches and inspection ---------------------------------------------------------------
-    def fault(self, mode: str, operation: str | None = None, *, times: int = 1, delay: float = 1.0) -> Fault:
+    def fault(self, mode: str, operation: str | None = None, *, times: int = 1, delay: float = 1.0,
+              body: bytes = b"") -> Fault:
         """Arm a fault: "5xx" (answer 500, do nothing), "slow" (do it, answer after ``delay`` s),
         "drop" (close the connection, do nothing), "lost" (do it, close without answering),
         "5xx-after" (do it, then answer 500 as if it had failed), "slow-start" (wait ``delay`` s,
         then do it and answer; CreateBucket then is not atomic, as Garage's is not: it checks the
-        alias, waits, makes the bucket, and leaves it without alias if the alias was taken meanwhile)."""
-        fault = Fault(mode, operation, times, delay)
+        alias, waits, makes the bucket, and leaves it without alias if the alias was taken meanwhile),
+        "garbage" (do nothing, answer 200 with ``body`` as it is: deliberate nonsense, exempt from the
+        documents' check), "drip" (do nothing, send a 200 answer one byte every ``delay`` s)."""
+        fault = Fault(mode, operation, times, delay, body)
         with self.lock:
             self.faults.append(fault)
         return fault
@@ -434,6 +438,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if fault and fault.mode == "drop":
             self.close_connection = True
             return
+        if fault and fault.mode in ("garbage", "drip"):
+            record["status"] = 200
+            self._raw(fault.body if fault.mode == "garbage" else b'{"id": "' + b"0" * 64 + b'"}',
+                      fault.delay if fault.mode == "drip" else 0.0)
+            return
         query = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
         try:
             if fault and fault.mode == "slow-start":
@@ -459,6 +468,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             status, body = 500, {"code": "InternalError", "message": "Internal error after the work (fault switch)",
                                  "region": "garage", "path": url.path}
         self._answer(record, spec, op, status, body)
+
+    def _raw(self, data: bytes, drip: float) -> None:
+        """A 200 answer of exactly ``data``; with ``drip``, one byte every ``drip`` seconds."""
+        try:
+            head = (b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: " + str(len(data)).encode() + b"\r\n\r\n")
+            if not drip:
+                self.wfile.write(head + data)
+                return
+            for i in range(len(head + data)):
+                self.wfile.write((head + data)[i:i + 1])
+                self.wfile.flush()
+                time.sleep(drip)
+        except OSError:  # the client gave up
+            pass
+        self.close_connection = True
 
     def _answer(self, record: dict, spec: Spec, op: str | None, status: int, body: Any) -> None:
         record["status"] = status

@@ -15,7 +15,10 @@ Fault switches: :meth:`~PveEmulator.inject_error` (5xx answers),
 ``lose_answer`` (the operation is carried out, then the connection drops
 without an answer), ``agent_never`` (the guest agent never answers),
 ``steal_ids`` (another client takes the vmid between ``nextid`` and the
-clone), ``warn_task`` (a task ending in ``WARNINGS:``).
+clone), ``warn_task`` (a task ending in ``WARNINGS:``), ``raw_answers``
+(deliberate nonsense: a request matching a path regex is answered 200 with
+the given bytes, exempt from the schema's check, or drip-fed one byte every
+``drip_seconds``).
 
 The schema document is looked up in ``$FEDIVERSITY_PVE_APIDOC``, else in the
 repository's verbatim copy, ``tests/reference/proxmox/pve-apidoc.json``.
@@ -67,6 +70,8 @@ class PveEmulator:
         self.lose_answer: set[str] = set()      # task types whose answer is lost after the work is done
         self.steal_ids = 0                      # clones that find their newid taken by another client
         self.early_400 = 1                      # how often a fresh task's status answers 400
+        self.raw_answers: list[tuple[str, bytes]] = []  # (path regex, body): answered 200 as it is
+        self.drip_seconds = 0.0                 # > 0: raw answers are sent one byte at a time
         self._errors: list[dict[str, Any]] = []
         self._counter = 0
         self.add_template(9000, "debian-12-cloud", disk_gib=2)
@@ -283,6 +288,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        for pattern, raw in self.emulator.raw_answers:
+            if re.search(pattern, urlsplit(self.path).path):
+                self._raw(raw)
+                return
         try:
             status, reason, data = self.emulator.handle(self.command, self.path, self.headers, body)
             document: dict[str, Any] = {"data": data}
@@ -298,5 +307,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+
+    def _raw(self, data: bytes) -> None:
+        whole = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                 + str(len(data)).encode() + b"\r\nConnection: close\r\n\r\n" + data)
+        self.close_connection = True
+        try:
+            if not self.emulator.drip_seconds:
+                self.wfile.write(whole)
+                return
+            for i in range(len(whole)):
+                self.wfile.write(whole[i:i + 1])
+                self.wfile.flush()
+                time.sleep(self.emulator.drip_seconds)
+        except OSError:
+            pass
 
     do_GET = do_POST = do_PUT = do_DELETE = _serve
