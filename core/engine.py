@@ -10,7 +10,7 @@ import os
 import time
 from typing import Any
 
-from . import logs, redact, schema
+from . import logs, nulls, redact, replacement, schema
 from .errors import InvalidInput, ProviderError
 from .plugins import Registry
 from .resource import Context, Resource, ResourceType
@@ -90,17 +90,25 @@ class Engine:
             deadline = time.monotonic() + seconds
         return Context(type_name=type_name, stateful=stateful, deadline=deadline)
 
-    def _inputs(self, rtype: ResourceType, inputs: dict[str, Any], root: str) -> dict[str, Any]:
-        schema.validate(inputs, rtype.input_schema, root=root, resource=rtype.name)
-        filled = schema.with_defaults(inputs, rtype.input_schema)
-        schema.register_sensitive(filled, rtype.input_schema)
-        return filled
+    def _inputs(self, rtype: ResourceType, inputs: dict[str, Any], root: str) -> tuple[dict[str, Any], bool]:
+        """Checked inputs with defaults, for the plugin; and whether the user allows replacement.
+
+        ``null`` where the schema admits no ``null`` is absent (core/nulls).
+        """
+        wired = rtype.wire_input_schema
+        inputs = nulls.drop_nulls(inputs, wired)
+        schema.validate(inputs, wired, root=root, resource=rtype.name)
+        filled = schema.with_defaults(inputs, wired)
+        schema.register_sensitive(filled, wired)
+        return replacement.split_core_inputs(filled, rtype.input_schema)
 
     def _resource(self, rtype: ResourceType, state: dict[str, Any]) -> Resource:
         # Recorded inputs were valid when recorded; fill defaults so that old
         # and new inputs compare like for like, but do not refuse them.
-        inputs = schema.with_defaults(state["inputProperties"], rtype.input_schema)
-        schema.register_sensitive(inputs, rtype.input_schema)
+        wired = rtype.wire_input_schema
+        inputs = schema.with_defaults(nulls.drop_nulls(state["inputProperties"], wired), wired)
+        schema.register_sensitive(inputs, wired)
+        inputs, _ = replacement.split_core_inputs(inputs, rtype.input_schema)
         outputs = state.get("outputProperties")
         if outputs is not None:
             schema.register_sensitive(outputs, rtype.output_schema)
@@ -131,6 +139,26 @@ class Engine:
 
         return converter.structure(inputs, rtype.inputs_class)
 
+    def _replace(
+        self, rtype: ResourceType, previous: Resource, inputs: dict[str, Any], changed: list, allowed: bool
+    ) -> dict[str, Any]:
+        """An update that must replace the resource: create and delete, in the order the type allows."""
+        if not allowed:
+            raise replacement.refuse(changed, rtype.name)
+        ctx = self._context(rtype.name)
+
+        def create() -> dict[str, Any]:
+            return self._outputs(rtype, rtype.create(self._structured(rtype, inputs), ctx))
+
+        def delete_new(outputs: dict[str, Any]) -> None:
+            rtype.delete(Resource(type=rtype.name, inputs=inputs, outputs=outputs), ctx)
+
+        return replacement.replace(
+            rtype.name, rtype.replacement_can_coexist,
+            create=create, delete_old=lambda: rtype.delete(previous, ctx), delete_new=delete_new,
+            new_inputs=inputs, changed=changed, progress=ctx.progress,
+        )
+
     def _dispatch(self, kind: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         if kind == "createResourceRequest":
             rtype = self.registry.get(body["type"])
@@ -141,7 +169,7 @@ class Engine:
                     field="isStateful",
                     hint="give the resource a state (NixOps4: requireState) before creating it",
                 )
-            inputs = self._inputs(rtype, body["inputProperties"], "inputProperties")
+            inputs, _ = self._inputs(rtype, body["inputProperties"], "inputProperties")
             ctx = self._context(rtype.name, body["isStateful"])
             outputs = rtype.create(self._structured(rtype, inputs), ctx)
             return "createResourceResponse", {"outputProperties": self._outputs(rtype, outputs)}
@@ -149,8 +177,10 @@ class Engine:
         rtype = self.registry.get(body["resource"]["type"])
         previous = self._resource(rtype, body["resource"])
         if kind == "updateResourceRequest":
-            inputs = self._inputs(rtype, body["inputProperties"], "inputProperties")
-            schema.check_replacements(previous.inputs, inputs, rtype.input_schema, resource=rtype.name)
+            inputs, allowed = self._inputs(rtype, body["inputProperties"], "inputProperties")
+            changed = replacement.changed_fields(previous.inputs, inputs, rtype.input_schema)
+            if changed:
+                return "updateResourceResponse", {"outputProperties": self._replace(rtype, previous, inputs, changed, allowed)}
             outputs = rtype.update(previous, self._structured(rtype, inputs), self._context(rtype.name))
             return "updateResourceResponse", {"outputProperties": self._outputs(rtype, outputs)}
         if kind == "readResourceRequest":
