@@ -24,7 +24,7 @@ from fediversity_providers.core.errors import InvalidInput, NotFound, ProviderEr
 from fediversity_providers.core.nulls import drop_nulls
 from .drivers import Driver
 
-__all__ = ["check", "check_invalid_inputs", "check_classes_match_schema", "ConformanceFailure"]
+__all__ = ["check", "check_invalid_inputs", "check_classes_match_schema", "check_state_store", "ConformanceFailure"]
 
 
 class ConformanceFailure(AssertionError):
@@ -207,3 +207,126 @@ def check_classes_match_schema(resource_type: Any) -> None:
                 f"{resource_type.name} {side}: required fields differ: class {sorted(required)}, "
                 f"schema {sorted(schema.get('required', []))}"
             )
+
+
+# --------------------------------------------------------------------------- state stores
+
+#: What NixOps4 main (53d8554) writes as ``nixopsVersion``.
+NIXOPS_VERSION = "0.1.0"
+
+
+def _upstream_schema(name: str, path: str | None) -> dict[str, Any]:
+    import json
+    from pathlib import Path
+
+    from .reference import reference_path
+
+    where = Path(path) if path else reference_path("nixops4", "rust", "nixops4-resource", name)
+    if not where.is_file():
+        raise ConformanceFailure(
+            f"upstream NixOps4's {name} is not at {where}: pass its path (from NixOps4's "
+            f"rust/nixops4-resource/) as the schema argument"
+        )
+    return json.loads(where.read_text())
+
+
+def _check_against(document: Any, schema: dict[str, Any], definition: str, step: str) -> None:
+    """Validate ``document`` against ``#/definitions/<definition>`` of an upstream schema."""
+    from jsonschema import Draft4Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT4
+
+    # Upstream refers to schemastore.org's JSON Patch schema; offline, an
+    # array of RFC 6902 operations stands in for it.
+    patch = {"type": "array", "items": {"type": "object", "required": ["op", "path"],
+                                        "properties": {"op": {"enum": ["add", "remove", "replace",
+                                                                       "move", "copy", "test"]},
+                                                       "path": {"type": "string"}}}}
+    registry = Registry().with_resources([
+        ("https://json.schemastore.org/json-patch.json", Resource.from_contents(patch, default_specification=DRAFT4)),
+        (schema["$id"], Resource.from_contents(schema, default_specification=DRAFT4)),
+    ])
+    validator = Draft4Validator({"$ref": f"{schema['$id']}#/definitions/{definition}"}, registry=registry)
+    problems = [f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in validator.iter_errors(document)]
+    if problems:
+        raise ConformanceFailure(f"step {step!r}: not upstream's {definition}: {'; '.join(problems)}")
+
+
+def check_state_store(
+    driver: Driver,
+    type_name: str,
+    inputs: dict[str, Any],
+    *,
+    state_schema: str | None = None,
+    resource_schema: str | None = None,
+) -> list[str]:
+    """Drive a state-store type as NixOps4 main does on two applies; return the steps passed.
+
+    Each apply creates the store again (``isStateful: false``) and reads the
+    state, which must be NixOps4's state document (upstream's
+    ``state-schema-v0.json``); the first apply records a member's create, the
+    second its update and another member's create, as ``stateResourceEvent``s with
+    JSON Patch arrays (each checked against upstream's ``resource-schema-v0.json``).
+    ``inputs`` should name a fresh store (a file that does not exist yet, say).
+    """
+    from fediversity_providers.core import messages as m
+    from fediversity_providers.core.statestore import apply_patch, empty_state
+
+    state_doc = _upstream_schema("state-schema-v0.json", state_schema)
+    protocol = _upstream_schema("resource-schema-v0.json", resource_schema)
+    steps: list[str] = []
+
+    def step(name: str, call):
+        try:
+            return call()
+        except ProviderError as error:
+            raise ConformanceFailure(f"step {name!r}: the provider answered an error: {error}") from None
+
+    def read(name: str, outputs: dict) -> dict:
+        request = m.StateResourceReadRequest(m.ResourceState(type_name, inputs, outputs))
+        _check_against(m.converter.unstructure(request), protocol, "StateResourceReadRequest", name)
+        state = step(name, lambda: driver.request(request)).state
+        _check_against(state, state_doc, "State", name)
+        return state
+
+    def event(name: str, outputs: dict, kind: str, patch: list) -> None:
+        request = m.StateResourceEvent(m.ResourceState(type_name, inputs, outputs), kind, patch, NIXOPS_VERSION)
+        _check_against(m.converter.unstructure(request), protocol, "StateResourceEvent", name)
+        step(name, lambda: driver.request(request))
+
+    member = {"type": "example", "input_properties": {"size": 1}, "output_properties": {"id": "a1"}}
+    expected = empty_state()
+    # Apply 1: the store is created, its (empty) state read, a member created.
+    outputs = step("apply 1: create the store", lambda: driver.create(type_name, inputs, stateful=False))
+    steps.append("apply 1: create the store")
+    state = read("apply 1: read the state", outputs)
+    if state != expected:
+        raise ConformanceFailure(f"step 'apply 1: read the state': a new store must hold the empty state "
+                                 f"{expected!r}, but holds {state!r}")
+    steps.append("apply 1: the state is the empty state document")
+    patch = [{"op": "add", "path": "/resources/web", "value": member}]
+    event("apply 1: record the member's create", outputs, "create", patch)
+    expected = apply_patch(expected, patch)
+    steps.append("apply 1: create event")
+    # Apply 2: NixOps4 creates the store again; the state must survive it.
+    outputs = step("apply 2: create the store again", lambda: driver.create(type_name, inputs, stateful=False))
+    state = read("apply 2: read the state", outputs)
+    if state != expected:
+        raise ConformanceFailure(f"step 'apply 2: read the state': the state of apply 1 must survive the "
+                                 f"store's create being sent again; expected {expected!r}, got {state!r}")
+    steps.append("apply 2: create again keeps the state")
+    patch = [{"op": "replace", "path": "/resources/web/input_properties/size", "value": 2},
+             {"op": "replace", "path": "/resources/web/output_properties/id", "value": "a2"}]
+    event("apply 2: record the member's update", outputs, "update", patch)
+    expected = apply_patch(expected, patch)
+    # (NixOps4 also records nested deployments under /deployments, but upstream's
+    # state-schema-v0.json still allows no entries there: not sent here.)
+    patch = [{"op": "add", "path": "/resources/db", "value": member}]
+    event("apply 2: record another member's create", outputs, "create", patch)
+    expected = apply_patch(expected, patch)
+    state = read("apply 2: read the state after the events", outputs)
+    if state != expected:
+        raise ConformanceFailure(f"step 'apply 2: read the state after the events': the patches were not "
+                                 f"applied; expected {expected!r}, got {state!r}")
+    steps.append("apply 2: update events applied as JSON Patch")
+    return steps
