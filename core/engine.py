@@ -198,6 +198,12 @@ class Engine:
         if kind == "stateResourceReadRequest":
             return "stateResourceReadResponse", {"state": rtype.state_read(previous, self._context(rtype.name)) or {}}
         if kind == "stateResourceEvent":
+            if not isinstance(body["patch"], list):
+                raise InvalidInput(
+                    "patch must be an RFC 6902 JSON Patch array, as NixOps4 sends it; nothing was recorded",
+                    resource=rtype.name, field="patch",
+                    hint='send e.g. [{"op": "add", "path": "/resources/x", "value": {...}}]',
+                )
             rtype.state_event(
                 previous, body["event"], body.get("nixopsVersion"), body["patch"], self._context(rtype.name)
             )

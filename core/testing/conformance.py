@@ -24,7 +24,7 @@ from fediversity_providers.core.errors import InvalidInput, NotFound, ProviderEr
 from fediversity_providers.core.nulls import drop_nulls
 from .drivers import Driver
 
-__all__ = ["check", "check_invalid_inputs", "check_classes_match_schema", "check_state_store", "ConformanceFailure"]
+__all__ = ["check", "check_invalid_inputs", "check_classes_match_schema", "check_state_store", "check_against_upstream", "upstream_schema", "ConformanceFailure"]
 
 
 class ConformanceFailure(AssertionError):
@@ -215,7 +215,7 @@ def check_classes_match_schema(resource_type: Any) -> None:
 NIXOPS_VERSION = "0.1.0"
 
 
-def _upstream_schema(name: str, path: str | None) -> dict[str, Any]:
+def upstream_schema(name: str, path: str | None = None) -> dict[str, Any]:
     import json
     from pathlib import Path
 
@@ -230,7 +230,7 @@ def _upstream_schema(name: str, path: str | None) -> dict[str, Any]:
     return json.loads(where.read_text())
 
 
-def _check_against(document: Any, schema: dict[str, Any], definition: str, step: str) -> None:
+def check_against_upstream(document: Any, schema: dict[str, Any], definition: str, step: str) -> None:
     """Validate ``document`` against ``#/definitions/<definition>`` of an upstream schema."""
     from jsonschema import Draft4Validator
     from referencing import Registry, Resource
@@ -272,8 +272,8 @@ def check_state_store(
     from fediversity_providers.core import messages as m
     from fediversity_providers.core.statestore import apply_patch, empty_state
 
-    state_doc = _upstream_schema("state-schema-v0.json", state_schema)
-    protocol = _upstream_schema("resource-schema-v0.json", resource_schema)
+    state_doc = upstream_schema("state-schema-v0.json", state_schema)
+    protocol = upstream_schema("resource-schema-v0.json", resource_schema)
     steps: list[str] = []
 
     def step(name: str, call):
@@ -284,14 +284,14 @@ def check_state_store(
 
     def read(name: str, outputs: dict) -> dict:
         request = m.StateResourceReadRequest(m.ResourceState(type_name, inputs, outputs))
-        _check_against(m.converter.unstructure(request), protocol, "StateResourceReadRequest", name)
+        check_against_upstream(m.converter.unstructure(request), protocol, "StateResourceReadRequest", name)
         state = step(name, lambda: driver.request(request)).state
-        _check_against(state, state_doc, "State", name)
+        check_against_upstream(state, state_doc, "State", name)
         return state
 
     def event(name: str, outputs: dict, kind: str, patch: list) -> None:
         request = m.StateResourceEvent(m.ResourceState(type_name, inputs, outputs), kind, patch, NIXOPS_VERSION)
-        _check_against(m.converter.unstructure(request), protocol, "StateResourceEvent", name)
+        check_against_upstream(m.converter.unstructure(request), protocol, "StateResourceEvent", name)
         step(name, lambda: driver.request(request))
 
     member = {"type": "example", "input_properties": {"size": 1}, "output_properties": {"id": "a1"}}
