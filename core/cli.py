@@ -75,7 +75,7 @@ def build_parser() -> "argparse.ArgumentParser":
         if name == "state-event":
             runner.add_argument("--event", required=True)
             runner.add_argument("--nixops-version", default=None,
-                                help="sent as nixopsVersion (older revisions of v0 require it)")
+                                help="sent as nixopsVersion (NixOps4 always sends it; upstream's schema requires it)")
             runner.add_argument("--patch-json", type=_json_arg, default=[], metavar="JSON",
                                 help="an RFC 6902 JSON Patch")
 

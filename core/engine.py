@@ -10,7 +10,7 @@ import os
 import time
 from typing import Any
 
-from . import answers, logs, redact, schema
+from . import answers, logs, nulls, redact, replacement, schema
 from .errors import InvalidInput, ProviderError
 from .interrupt import NO_GUARD
 from .plugins import Registry
@@ -94,18 +94,27 @@ class Engine:
             deadline = time.monotonic() + seconds
         return Context(type_name=type_name, stateful=stateful, deadline=deadline)
 
-    def _inputs(self, rtype: ResourceType, inputs: dict[str, Any], root: str) -> dict[str, Any]:
-        schema.register_sensitive(inputs, rtype.input_schema)  # before an error could quote one
-        schema.validate(inputs, rtype.input_schema, root=root, resource=rtype.name)
-        filled = schema.with_defaults(inputs, rtype.input_schema)
-        schema.register_sensitive(filled, rtype.input_schema)
-        return filled
+    def _inputs(self, rtype: ResourceType, inputs: dict[str, Any], root: str) -> tuple[dict[str, Any], bool]:
+        """Checked inputs with defaults, for the plugin; and whether the user allows replacement.
+
+        ``null`` where the schema admits no ``null`` is absent (core/nulls).
+        Secrets are registered before validation, so an error cannot quote one.
+        """
+        wired = rtype.wire_input_schema
+        inputs = nulls.drop_nulls(inputs, wired)
+        schema.register_sensitive(inputs, wired)
+        schema.validate(inputs, wired, root=root, resource=rtype.name)
+        filled = schema.with_defaults(inputs, wired)
+        schema.register_sensitive(filled, wired)
+        return replacement.split_core_inputs(filled, rtype.input_schema)
 
     def _resource(self, rtype: ResourceType, state: dict[str, Any]) -> Resource:
         # Recorded inputs were valid when recorded; fill defaults so that old
         # and new inputs compare like for like, but do not refuse them.
-        inputs = schema.with_defaults(state["inputProperties"], rtype.input_schema)
-        schema.register_sensitive(inputs, rtype.input_schema)
+        wired = rtype.wire_input_schema
+        inputs = schema.with_defaults(nulls.drop_nulls(state["inputProperties"], wired), wired)
+        schema.register_sensitive(inputs, wired)
+        inputs, _ = replacement.split_core_inputs(inputs, rtype.input_schema)
         outputs = state.get("outputProperties")
         if outputs is not None:
             schema.register_sensitive(outputs, rtype.output_schema)
@@ -137,6 +146,33 @@ class Engine:
 
         return converter.structure(inputs, rtype.inputs_class)
 
+    def _replace(
+        self, rtype: ResourceType, previous: Resource, inputs: dict[str, Any], changed: list, allowed: bool
+    ) -> dict[str, Any]:
+        """An update that must replace the resource: create and delete, in the order the type allows."""
+        if not allowed:
+            raise replacement.refuse(changed, rtype.name)
+        ctx = self._context(rtype.name)
+
+        def create() -> dict[str, Any]:
+            with self.plugin_guard:
+                made = rtype.create(self._structured(rtype, inputs), ctx)
+            return self._outputs(rtype, made, "updateResourceResponse")
+
+        def delete_new(outputs: dict[str, Any]) -> None:
+            with self.plugin_guard:
+                rtype.delete(Resource(type=rtype.name, inputs=inputs, outputs=outputs), ctx)
+
+        def delete_old() -> None:
+            with self.plugin_guard:
+                rtype.delete(previous, ctx)
+
+        return replacement.replace(
+            rtype.name, rtype.replacement_can_coexist,
+            create=create, delete_old=delete_old, delete_new=delete_new,
+            new_inputs=inputs, changed=changed, progress=ctx.progress,
+        )
+
     def _dispatch(self, kind: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         if kind == "createResourceRequest":
             rtype = self.registry.get(body["type"])
@@ -147,7 +183,7 @@ class Engine:
                     field="isStateful",
                     hint="give the resource a state (NixOps4: requireState) before creating it",
                 )
-            inputs = self._inputs(rtype, body["inputProperties"], "inputProperties")
+            inputs, _ = self._inputs(rtype, body["inputProperties"], "inputProperties")
             ctx = self._context(rtype.name, body["isStateful"])
             with self.plugin_guard:
                 outputs = rtype.create(self._structured(rtype, inputs), ctx)
@@ -157,11 +193,13 @@ class Engine:
         rtype = self.registry.get(body["resource"]["type"])
         previous = self._resource(rtype, body["resource"])
         if kind == "updateResourceRequest":
-            inputs = self._inputs(rtype, body["inputProperties"], "inputProperties")
-            schema.check_replacements(previous.inputs, inputs, rtype.input_schema, resource=rtype.name)
+            inputs, allowed = self._inputs(rtype, body["inputProperties"], "inputProperties")
+            changed = replacement.changed_fields(previous.inputs, inputs, rtype.input_schema)
+            kind = "updateResourceResponse"
+            if changed:
+                return kind, {"outputProperties": self._replace(rtype, previous, inputs, changed, allowed)}
             with self.plugin_guard:
                 outputs = rtype.update(previous, self._structured(rtype, inputs), self._context(rtype.name))
-            kind = "updateResourceResponse"
             return kind, {"outputProperties": self._outputs(rtype, outputs, kind)}
         if kind == "readResourceRequest":
             with self.plugin_guard:
@@ -183,6 +221,12 @@ class Engine:
             answers.check_writable(state, "state", resource=rtype.name, kind="stateResourceReadResponse")
             return "stateResourceReadResponse", {"state": state}
         if kind == "stateResourceEvent":
+            if not isinstance(body["patch"], list):
+                raise InvalidInput(
+                    "patch must be an RFC 6902 JSON Patch array, as NixOps4 sends it; nothing was recorded",
+                    resource=rtype.name, field="patch",
+                    hint='send e.g. [{"op": "add", "path": "/resources/x", "value": {...}}]',
+                )
             with self.plugin_guard:
                 rtype.state_event(
                     previous, body["event"], body.get("nixopsVersion"), body["patch"], self._context(rtype.name)

@@ -106,7 +106,7 @@ def schema_json(registry: Registry, type_name: str) -> str:
         "title": rtype.name,
         "description": rtype.summary,
         "requireState": rtype.requires_state,
-        "inputs": rtype.input_schema,
+        "inputs": rtype.wire_input_schema,
         "outputs": rtype.output_schema,
     }
     return json.dumps(document, indent=2)

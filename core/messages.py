@@ -1,4 +1,8 @@
-"""NixOps4's resource protocol v0 (and our read/delete extension) as attrs classes.
+"""NixOps4's resource protocol v0 (upstream main) and our extensions, as attrs classes.
+
+Upstream's main branch has create, update, state read and state event;
+read and delete are this project's extensions, and destroy is the shape of
+upstream's unmerged branches (see ``schemas/protocol.json``, ``x-extension``).
 
 The typed face of the protocol, for the runner, the test drivers and scripts;
 the server's hot path works on plain JSON (:mod:`wire`) and comes here only to
@@ -95,7 +99,8 @@ class StateResourceReadRequest:
 
 @attrs.frozen
 class StateResourceEvent:
-    """``nixopsVersion`` is absent in newer revisions of v0; ``patch`` an RFC 6902 array (or an object)."""
+    """``patch`` is an RFC 6902 JSON Patch array.  NixOps4 always sends ``nixopsVersion``;
+    a missing one is tolerated (our leniency, for hand-written requests)."""
 
     resource: ResourceState
     event: str
@@ -105,7 +110,7 @@ class StateResourceEvent:
 
 @attrs.frozen
 class DestroyResourceRequest:
-    """NixOps4's own name for delete in newer revisions of v0; handled like delete."""
+    """Extension: delete as upstream's unmerged branches name it (nothing on main sends it); handled like delete."""
 
     resource: ResourceState
 

@@ -30,7 +30,9 @@ neither required nor defaulted becomes ``nullOr`` with ``default = null``
 (NixOps4 evaluates every option, so an unset one must have a value).
 Value constraints (``pattern``, ``minimum``, lengths) stay with the provider,
 which checks them and names the field at fault.  ``x-sensitive`` and
-``x-replace-on-change`` are noted in the option's description.  Properties are
+``x-replace-on-change`` are noted in the option's description; a type with
+``x-replace-on-change`` inputs also gets the core's ``allowReplacement``
+option (see :mod:`.replacement`).  Properties are
 sorted by name and types by name, so the output is deterministic.
 """
 
@@ -53,7 +55,10 @@ SENSITIVE_NOTE = (
     "Sensitive: a secret. NixOps4 keeps it in its state; never interpolate it into a "
     "derivation or a NixOS option, which would copy it into the world-readable Nix store."
 )
-REPLACE_NOTE = "Changing it replaces the resource (it cannot change in place)."
+REPLACE_NOTE = (
+    "Changing it replaces the resource (it cannot change in place), which is done only "
+    "where allowReplacement = true; otherwise the change is refused."
+)
 UNSET_NOTE = "Optional: null leaves it unset."
 
 
@@ -283,7 +288,8 @@ def _schemas(name: str, registration: Any) -> tuple[dict, dict]:
     from .errors import PluginError
 
     try:
-        return registration.resource_type.input_schema, registration.resource_type.output_schema
+        # The inputs NixOps4 sends, the core's own (allowReplacement) included.
+        return registration.resource_type.wire_input_schema, registration.resource_type.output_schema
     except Exception as exc:  # a missing or broken schema file must name its type and plugin
         raise PluginError(
             f"resource type {name!r} (plugin {registration.plugin!r}, "

@@ -118,6 +118,11 @@ class ResourceType:
     requires_state: ClassVar[bool] = False
     #: Whether this type answers NixOps4's state requests (a state store).
     is_state_store: ClassVar[bool] = False
+    #: Whether the old and the new resource can exist at once while one replaces
+    #: the other (an ``x-replace-on-change`` input changed, and the user set
+    #: ``allowReplacement``): then the core creates the new one before it deletes
+    #: the old one; otherwise it deletes the old one first.  See core/replacement.
+    replacement_can_coexist: ClassVar[bool] = False
     inputs_class: ClassVar[type | None] = None
     outputs_class: ClassVar[type | None] = None
 
@@ -132,6 +137,17 @@ class ResourceType:
     @property
     def output_schema(self) -> dict[str, Any]:
         return self._schema_document["outputs"]
+
+    @property
+    def wire_input_schema(self) -> dict[str, Any]:
+        """The inputs NixOps4 sends: ``input_schema`` plus the core's own (``allowReplacement``).
+
+        Requests are validated against it and the Nix module is generated from
+        it; the plugin's methods never see the core's inputs.
+        """
+        from .replacement import wire_schema
+
+        return wire_schema(self.input_schema, self.replacement_can_coexist)
 
     @property
     def summary(self) -> str:

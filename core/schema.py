@@ -76,7 +76,21 @@ def _explain(error: Any, root: str, schema: dict[str, Any]) -> list[str]:
         return [f"{format_path(root, [*error.absolute_path, name])}: required field is missing" for name in missing]
     if error.schema.get("x-sensitive") is True or _subschema(schema, error.absolute_path).get("x-sensitive"):
         return [f"{where}: the value (not shown: it is sensitive) does not satisfy {error.validator!r}"]
-    return [f"{where}: {error.message}"]
+    return [f"{where}: {_json_message(error)}"]
+
+
+def _json_message(error: Any) -> str:
+    """jsonschema's message with JSON values (``null``, ``true``) where it quotes Python's reprs."""
+    import json
+
+    message = error.message
+    for value in (error.instance, error.validator_value):
+        if isinstance(value, (str, int, float, bool, type(None), list, dict)) and not isinstance(value, str):
+            try:
+                message = message.replace(repr(value), json.dumps(value))
+            except (TypeError, ValueError):
+                pass
+    return message
 
 
 def validate(instance: Any, schema: dict[str, Any], *, root: str, resource: str | None = None) -> None:

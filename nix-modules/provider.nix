@@ -550,6 +550,11 @@ in
             type = types.enum [ "switch" "boot" "test" "dry-activate" ];
             default = "switch";
           };
+          allowReplacement = mkOption {
+            description = "Let the provider replace this resource when an input that cannot change in place changes: within that update it deletes the old resource, then creates the new one (both cannot exist at once), and the outputs are the new one's. Without it such a change is refused and nothing is changed. Provided by fediversity-providers' core for every type with such inputs.";
+            type = types.bool;
+            default = false;
+          };
           buildOnTarget = mkOption {
             description = "Copy the derivation and build the system on the machine (toplevel may then be a .drv).";
             type = types.bool;
@@ -561,7 +566,7 @@ in
             default = "keep";
           };
           profile = mkOption {
-            description = "The Nix profile that holds the system generations. Changing it replaces the resource (it cannot change in place).";
+            description = "The Nix profile that holds the system generations. Changing it replaces the resource (it cannot change in place), which is done only where allowReplacement = true; otherwise the change is refused.";
             type = types.str;
             default = "/nix/var/nix/profiles/system";
           };
@@ -679,8 +684,13 @@ in
             type = types.int;
             default = 300;
           };
+          allowReplacement = mkOption {
+            description = "Let the provider replace this resource when an input that cannot change in place changes: within that update it deletes the old resource, then creates the new one (both cannot exist at once), and the outputs are the new one's. Without it such a change is refused and nothing is changed. Provided by fediversity-providers' core for every type with such inputs.";
+            type = types.bool;
+            default = false;
+          };
           api = mkOption {
-            description = "A real Proxmox VE cluster to use instead of the stub; null (the default) uses the stub.";
+            description = "A real Proxmox VE cluster to use instead of the stub; null (the default) uses the stub. Changing it replaces the resource (it cannot change in place), which is done only where allowReplacement = true; otherwise the change is refused.";
             type = types.nullOr (types.submodule {
               options = {
                 caFile = mkOption {
@@ -730,7 +740,7 @@ in
             default = 8;
           };
           fullClone = mkOption {
-            description = "A full clone (independent disks) rather than a linked clone sharing the template's base disk. Changing it replaces the resource (it cannot change in place).";
+            description = "A full clone (independent disks) rather than a linked clone sharing the template's base disk. Changing it replaces the resource (it cannot change in place), which is done only where allowReplacement = true; otherwise the change is refused.";
             type = types.bool;
             default = true;
           };
@@ -764,7 +774,7 @@ in
             type = types.str;
           };
           node = mkOption {
-            description = "The Proxmox VE node the VM runs on. Changing it means a new VM. Changing it replaces the resource (it cannot change in place).";
+            description = "The Proxmox VE node the VM runs on. Changing it means a new VM. Changing it replaces the resource (it cannot change in place), which is done only where allowReplacement = true; otherwise the change is refused.";
             type = types.str;
             default = "pve";
           };
@@ -779,7 +789,7 @@ in
             default = true;
           };
           storage = mkOption {
-            description = "Storage for a full clone's disks; null keeps the template's storage. Changing it replaces the resource (it cannot change in place).";
+            description = "Storage for a full clone's disks; null keeps the template's storage. Changing it replaces the resource (it cannot change in place), which is done only where allowReplacement = true; otherwise the change is refused.";
             type = types.nullOr types.str;
             default = null;
           };
@@ -802,7 +812,7 @@ in
             default = 900;
           };
           template = mkOption {
-            description = "The template to clone: its vmid (digits) or its name. Changing it means a new VM. Changing it replaces the resource (it cannot change in place).";
+            description = "The template to clone: its vmid (digits) or its name. Changing it means a new VM. Changing it replaces the resource (it cannot change in place), which is done only where allowReplacement = true; otherwise the change is refused.";
             type = types.str;
           };
         };

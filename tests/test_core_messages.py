@@ -21,7 +21,7 @@ MESSAGES = st.one_of(
     st.builds(m.ReadResourceRequest, states),
     st.builds(m.DeleteResourceRequest, states),
     st.builds(m.StateResourceReadRequest, states),
-    st.builds(m.StateResourceEvent, states, st.text(max_size=5), st.lists(objects, max_size=2) | objects,
+    st.builds(m.StateResourceEvent, states, st.text(max_size=5), st.lists(objects, max_size=2),
               st.none() | st.text(max_size=5)),
     st.builds(m.DestroyResourceRequest, states),
     st.just(m.DestroyResourceResponse()),

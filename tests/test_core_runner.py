@@ -65,9 +65,10 @@ def test_state_read_and_state_event_reach_a_state_store(tmp_path):
     require_greeting_plugin()
     inputs = json.dumps({"file": str(tmp_path / "journal.json")})
     assert run("create", "--type", "greeting_journal", "--inputs-json", inputs).returncode == 0
-    patch = [{"op": "add", "path": "/resources/a", "value": {"x": 1}}]
+    patch = [{"op": "add", "path": "/resources/a", "value": {"type": "t", "input_properties": {}, "output_properties": {}}}]
     event = run("state-event", "--type", "greeting_journal", "--inputs-json", inputs, "--event", "create",
                 "--nixops-version", "0.1", "--patch-json", json.dumps(patch))
     assert event.returncode == 0 and json.loads(event.stdout) == {}
     state = run("state-read", "--type", "greeting_journal", "--inputs-json", inputs)
-    assert json.loads(state.stdout) == {"events": [{"event": "create", "nixopsVersion": "0.1", "patch": patch}]}
+    assert json.loads(state.stdout) == {"_type": "nixopsState", "deployments": {},
+                                        "resources": {"a": patch[0]["value"]}}

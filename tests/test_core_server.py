@@ -166,8 +166,8 @@ def test_fd_hygiene_happens_before_plugins_load(tmp_path):
     assert b"while it is imported" in err
 
 
-def test_newer_v0_revisions_destroy_and_state_events_without_nixops_version(tmp_path):
-    """Newer revisions of NixOps4's v0 call delete 'destroy' and drop nixopsVersion."""
+def test_destroy_extension_and_lenient_state_events_without_nixops_version(tmp_path):
+    """destroyResourceRequest (upstream's unmerged branch) is delete; a missing nixopsVersion is tolerated (ours)."""
     require_greeting_plugin()
     resource = {"type": "greeting", "inputProperties": {"directory": str(tmp_path), "name": "A"}}
     journal = {"type": "greeting_journal", "inputProperties": {"file": str(tmp_path / "journal.json")}}
@@ -176,7 +176,8 @@ def test_newer_v0_revisions_destroy_and_state_events_without_nixops_version(tmp_
         line({"destroyResourceRequest": {"resource": resource}}),
         line({"createResourceRequest": {"type": "greeting_journal", "inputProperties": journal["inputProperties"],
                                         "isStateful": True}}),
-        line({"stateResourceEvent": {"resource": journal, "event": "create", "patch": {"op": "add"}}}),
+        line({"stateResourceEvent": {"resource": journal, "event": "create",
+                                     "patch": [{"op": "add", "path": "/resources/a", "value": {}}]}}),
         line({"stateResourceReadRequest": {"resource": journal}}),
     ])
     assert status == 0, err
@@ -186,8 +187,8 @@ def test_newer_v0_revisions_destroy_and_state_events_without_nixops_version(tmp_
     assert answers[1] == {"destroyResourceResponse": {}}
     assert not (tmp_path / "greeting.txt").exists()
     assert answers[3] == {"stateResourceEventResponse": {}}
-    events = answers[4]["stateResourceReadResponse"]["state"]["events"]
-    assert events == [{"event": "create", "nixopsVersion": None, "patch": {"op": "add"}}]
+    state = answers[4]["stateResourceReadResponse"]["state"]
+    assert state == {"_type": "nixopsState", "resources": {"a": {}}, "deployments": {}}
 
 
 def test_a_bad_timeout_setting_is_named_not_blamed_on_a_plugin(tmp_path):

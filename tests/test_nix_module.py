@@ -167,10 +167,13 @@ def _walk(options: dict, schema: dict, path: str):
             yield from _walk(opt_type["options"], sub, f"{path}.{name}")
 
 
-def test_option_names_defaults_and_descriptions_follow_the_schema(evaluated):
+def test_option_names_defaults_and_descriptions_follow_the_schema(evaluated, fixture_registry):
     kitchen = evaluated["resourceTypes"]["kitchen_sink"]
     seen = 0
-    for side, schema in (("inputs", KITCHEN_INPUTS), ("outputs", KITCHEN_OUTPUTS)):
+    # The inputs NixOps4 sends: the type's own, and the core's allowReplacement.
+    wired = fixture_registry.get("kitchen_sink").wire_input_schema
+    assert wired["properties"]["allowReplacement"]["default"] is False
+    for side, schema in (("inputs", wired), ("outputs", KITCHEN_OUTPUTS)):
         for path, option, prop, required in _walk(kitchen[side]["options"], schema, side):
             seen += 1
             if "default" in prop:

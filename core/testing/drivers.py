@@ -44,8 +44,8 @@ class Driver:
         self.request(m.DeleteResourceRequest(m.ResourceState(type_name, inputs, outputs)))
 
     def input_schema(self, type_name: str) -> dict:
-        """The type's input schema, as the installed plugins define it."""
-        return Registry().get(type_name).input_schema
+        """The type's input schema as NixOps4 sends inputs (the core's own inputs included)."""
+        return Registry().get(type_name).wire_input_schema
 
     def close(self) -> None:
         pass
@@ -77,7 +77,7 @@ class InProcessDriver(Driver):
         self.engine = Engine(registry, debug=debug)
 
     def input_schema(self, type_name: str) -> dict:
-        return self.engine.registry.get(type_name).input_schema
+        return self.engine.registry.get(type_name).wire_input_schema
 
     def request(self, request: object) -> object:
         # Through the wire format both ways, so what passes here passes there.

@@ -12,6 +12,9 @@ from fediversity_providers import Context, Resource, ResourceType, hookimpl
 class NixosConfig(ResourceType):
     name = "nixos_config"
     requires_state = False
+    #: One machine runs one system: a replacement (a new ``profile``) deletes
+    #: the old deployment (onDelete) before it activates the new one.
+    replacement_can_coexist = False
 
     def create(self, inputs: dict, ctx: Context) -> dict:
         from . import deploy

@@ -17,6 +17,9 @@ __all__ = ["ProxmoxVM", "register_resource_types"]
 class ProxmoxVM(ResourceType):
     name = "proxmox_vm"
     requires_state = True
+    #: A VM is known by its name's marker (a retried create adopts it), so a
+    #: replacement deletes the old VM before it clones the new one.
+    replacement_can_coexist = False
 
     def create(self, inputs: dict, ctx: Context) -> dict:
         from .lifecycle import create
