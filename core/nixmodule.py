@@ -52,9 +52,8 @@ COMMAND = "FEDIVERSITY_PROVIDERS_PLUGINS= fediversity-provider nix-module > nix-
 # `lib.renderProviderDocs` reads them.
 PROVIDER_NAME = "Fediversity providers"
 PROVIDER_DESCRIPTION = (
-    "Resources for the Fediversity hosting platform: existing machines reached over SSH, "
-    "NixOS configurations deployed onto them, Garage buckets for the Fediverse services' media, "
-    "and Proxmox VE virtual machines."
+    "Resources for the Fediversity hosting platform, from fediversity-providers and its plugins "
+    "(a Python suite speaking NixOps4's resource protocol)."
 )
 SOURCE_NAME = "fediversity-providers"
 #: Where links to option declarations point; `provider.nix` takes `sourceBaseUrl` to change it.
@@ -322,6 +321,12 @@ def _resource_type(name: str, registration: Any, indent: str) -> str:
     return "{\n" + "".join(parts) + indent + "}"
 
 
+def _description(types: dict) -> str:
+    """The provider's description, naming the types it serves (the registry knows them)."""
+    listed = ", ".join(f"`{name}`" for name in sorted(types))
+    return PROVIDER_DESCRIPTION + (f" Resource types: {listed}." if listed else "")
+
+
 def render(registry: Any) -> str:
     """The provider module for every type in ``registry`` (a :class:`~.plugins.Registry`)."""
     types = registry.types
@@ -366,7 +371,7 @@ def render(registry: Any) -> str:
         + "in\n"
         + "{\n"
         + f"  name = {nix_string(PROVIDER_NAME)};\n"
-        + f"  description = {nix_string(PROVIDER_DESCRIPTION)};\n"
+        + f"  description = {nix_string(_description(types))};\n"
         + "  inherit sourceBaseUrl;\n"
         + f"  sourceName = {nix_string(SOURCE_NAME)};\n"
         + "  inherit executable;\n"

@@ -29,7 +29,7 @@ let
 in
 {
   name = "Fediversity providers";
-  description = "Resources for the Fediversity hosting platform: existing machines reached over SSH, NixOS configurations deployed onto them, Garage buckets for the Fediverse services' media, and Proxmox VE virtual machines.";
+  description = "Resources for the Fediversity hosting platform, from fediversity-providers and its plugins (a Python suite speaking NixOps4's resource protocol). Resource types: `existing_vm`, `garage_bucket`, `nixos_config`, `proxmox_vm`.";
   inherit sourceBaseUrl;
   sourceName = "fediversity-providers";
   inherit executable;
