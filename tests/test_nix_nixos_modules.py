@@ -189,3 +189,44 @@ def test_s3_secret_unit_writes_an_environment_file_only_root_reads(tmp_path):
     assert env_file.read_text() == "AWS_SECRET_ACCESS_KEY=c2VjcmV0+/=\n"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
     assert not list(run_dir.glob("*.tmp"))
+
+
+FAKE_GARAGE = r"""#!/bin/sh
+# Records its calls; answers like Garage's CLI (status, node id, layout show).
+echo "$*" >> "$CALLS"
+case "$1 $2" in
+  "status ") printf '==== HEALTHY NODES ====\nID  Hostname  Address  Tags  Zone  Capacity\n563e1ac825ee3323  garage  [::1]:3901  %s\n' "$ROLE" ;;
+  "node id") echo "563e1ac825ee3323aa441e72c26d1030d6d4414aeb3dd25287c531e7fc2bc95d@[::1]:3901" ;;
+  "layout show") echo "==== CURRENT CLUSTER LAYOUT ===="; echo "Current cluster layout version: 0" ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("role, applied", [("NO ROLE ASSIGNED", True), ("[]  dc1  100.0 GB", False)])
+def test_garage_layout_unit_applies_a_single_nodes_layout_once(tmp_path, role, applied):
+    bash = require_executable("bash")
+    result = garage(tmp_path, layout={"capacity": "100G"})
+    unit = result["view"]["systemd"]["services"]["garage-layout"]
+    assert unit["requires"] == unit["after"] == ["garage.service"]
+    assert unit["serviceConfig"]["Type"] == "oneshot"
+    assert unit["unitConfig"]["ConditionPathExists"][0] == GARAGE["rpcSecretFile"]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "garage").write_text(FAKE_GARAGE)
+    (bin_dir / "garage").chmod(0o755)
+    calls = tmp_path / "calls"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls), "ROLE": role}
+    done = subprocess.run([bash, "-euo", "pipefail", "-c", unit["script"]], env=env, capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    lines = calls.read_text().splitlines()
+    if applied:
+        assert "layout assign -z dc1 -c 100G 563e1ac825ee3323aa441e72c26d1030d6d4414aeb3dd25287c531e7fc2bc95d" in lines
+        assert lines[-1] == "layout apply --version 1"
+    else:
+        assert lines == ["status"]
+
+
+def test_garage_layout_is_for_a_single_node(tmp_path):
+    with pytest.raises(NixError, match="layout.capacity"):
+        garage(tmp_path, layout={"capacity": "100G"}, replicationFactor=3, rpcPublicAddr="x:3901")

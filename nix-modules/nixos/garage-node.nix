@@ -174,6 +174,26 @@ in
       description = "Garage's metadata database engine.";
     };
 
+    layout = {
+      capacity = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "100G";
+        description = ''
+          With one node (replicationFactor = 1): the capacity this node is
+          given in Garage's cluster layout, applied once by the
+          `garage-layout` unit when the node has no role yet, so that buckets
+          can be created right after the first deployment.  null: apply a
+          layout by hand (`garage layout assign`, `garage layout apply`).
+        '';
+      };
+      zone = mkOption {
+        type = types.str;
+        default = "dc1";
+        description = "The zone this node is assigned to in the layout.";
+      };
+    };
+
     openFirewall = mkOption {
       type = types.bool;
       default = false;
@@ -186,6 +206,10 @@ in
       {
         assertion = cfg.replicationFactor == 1 || cfg.rpcPublicAddr != null;
         message = "fediversity.garageNode: replicationFactor = 3 needs rpcPublicAddr, so that the other nodes can reach this one.";
+      }
+      {
+        assertion = cfg.layout.capacity == null || cfg.replicationFactor == 1;
+        message = "fediversity.garageNode: layout.capacity applies a single node's layout; with 3 nodes, assign and apply the layout by hand.";
       }
       {
         assertion = lib.all (file: !lib.hasPrefix builtins.storeDir file) secretFiles;
@@ -264,7 +288,43 @@ in
     };
     # Started once all three secret files exist (at once when keys are
     # uploaded before activation, else as soon as the last one arrives).
-    fediversity.waitForKeys.garage = secretFiles;
+    fediversity.waitForKeys = {
+      garage = secretFiles;
+    } // lib.optionalAttrs (cfg.layout.capacity != null) { garage-layout = secretFiles; };
+
+    # A fresh single node stores nothing before it has a layout: give it one,
+    # once.  A oneshot, so a switch waits for it, and garage_bucket can create
+    # buckets right after the node's nixos_config.
+    systemd.services.garage-layout = mkIf (cfg.layout.capacity != null) {
+      description = "Garage cluster layout for this single node";
+      wantedBy = [ "multi-user.target" ];
+      after = [ "garage.service" ];
+      requires = [ "garage.service" ];
+      path = [ cfg.package ];
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+      };
+      script = ''
+        for _ in $(seq 1 60); do
+          if status=$(garage status 2>/dev/null); then break; fi
+          status=""
+          sleep 1
+        done
+        if [ -z "$status" ]; then
+          echo "garage-layout: Garage does not answer on its RPC port" >&2
+          exit 1
+        fi
+        case "$status" in
+          *"NO ROLE ASSIGNED"*) ;;
+          *) exit 0 ;;  # the node has its role already
+        esac
+        id=$(garage node id -q | cut -d@ -f1)
+        garage layout assign -z ${lib.escapeShellArg cfg.layout.zone} -c ${lib.escapeShellArg cfg.layout.capacity} "$id"
+        version=$(garage layout show | sed -n 's/.*[Cc]urrent cluster layout version: *\([0-9][0-9]*\).*/\1/p' | head -n 1)
+        garage layout apply --version $(( ''${version:-0} + 1 ))
+      '';
+    };
 
     networking.firewall.allowedTCPPorts = lib.optionals cfg.openFirewall (
       [ cfg.s3Port ]

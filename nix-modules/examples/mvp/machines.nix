@@ -46,6 +46,8 @@ in
       adminTokenFile = "/run/keys/garage-admin-token";
       metricsTokenFile = "/run/keys/garage-metrics-token";
       replicationFactor = 1;
+      # A fresh node gets its layout at once: the buckets follow in the same apply.
+      layout.capacity = "100G";
       # The web endpoint on port 80, for http://<bucket alias>.web.example.org.
       webPort = 80;
       openFirewall = true;
