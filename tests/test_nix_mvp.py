@@ -100,6 +100,16 @@ def test_the_example_is_a_nixops4_root_from_mkroot(mvp):
     assert set(mvp["members"]) == expected
 
 
+def test_the_machines_evaluate_as_nixos_systems(mvp):
+    assert sorted(mvp["systems"]) == sorted(MACHINES)
+    for name, toplevel in mvp["systems"].items():
+        assert toplevel.startswith("/nix/store/") and toplevel.endswith(f"-nixos-system-{name}")
+    deployed = {m: mvp["members"][f"{m}-config"]["inputs"]["toplevel"] for m in MACHINES}
+    assert len(set(deployed.values())) == 4
+    for m in ("mastodon", "peertube", "pixelfed"):  # with their bucket's settings, unlike the plain system
+        assert deployed[m] != mvp["systems"][m]
+
+
 def test_one_apply_deploys_everything_in_an_order_that_works(mvp):
     waves = mvp["waves"]
     order = {name: i for i, wave in enumerate(waves) for name in wave}
