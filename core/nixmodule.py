@@ -4,7 +4,8 @@
 file that is a function of the package, returning a NixOps4 provider module::
 
     import ./provider.nix { package = fediversity-providers; }
-    # => { lib, ... }: { executable = ...; args = [ "serve" ]; resourceTypes = { ... }; }
+    # => { lib, ... }: { name = ...; description = ...; sourceBaseUrl = ...; sourceName = ...;
+    #                     executable = ...; args = [ "serve" ]; resourceTypes = { ... }; }
 
 Every registered type becomes ``resourceTypes.<type>`` with ``description``,
 ``requireState`` and ``inputs``/``outputs`` modules whose options follow the
@@ -42,10 +43,23 @@ import math
 import re
 from typing import Any
 
-__all__ = ["render", "nix_string", "nix_value", "COMMAND"]
+__all__ = ["render", "nix_string", "nix_value", "COMMAND", "PROVIDER_NAME", "PROVIDER_DESCRIPTION", "SOURCE_NAME",
+           "SOURCE_BASE_URL"]
 
 #: The command that prints the committed ``nix-modules/provider.nix``.
 COMMAND = "FEDIVERSITY_PROVIDERS_PLUGINS= fediversity-provider nix-module > nix-modules/provider.nix"
+
+# The provider's documentation metadata: NixOps4's provider module declares
+# `name`, `description`, `sourceBaseUrl` and `sourceName` without defaults, and
+# `lib.renderProviderDocs` reads them.
+PROVIDER_NAME = "Fediversity providers"
+PROVIDER_DESCRIPTION = (
+    "Resources for the Fediversity hosting platform, from fediversity-providers and its plugins "
+    "(a Python suite speaking NixOps4's resource protocol)."
+)
+SOURCE_NAME = "fediversity-providers"
+#: Where links to option declarations point; `provider.nix` takes `sourceBaseUrl` to change it.
+SOURCE_BASE_URL = "https://git.fediversity.eu/Fediversity/fediversity-providers/src/branch/main"
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_'-]*$")
 _KEYWORDS = frozenset({"assert", "else", "if", "in", "inherit", "let", "or", "rec", "then", "with"})
@@ -313,6 +327,12 @@ def _resource_type(name: str, registration: Any, indent: str) -> str:
     return "{\n" + "".join(parts) + indent + "}"
 
 
+def _description(types: dict) -> str:
+    """The provider's description, naming the types it serves (the registry knows them)."""
+    listed = ", ".join(f"`{name}`" for name in sorted(types))
+    return PROVIDER_DESCRIPTION + (f" Resource types: {listed}." if listed else "")
+
+
 def render(registry: Any) -> str:
     """The provider module for every type in ``registry`` (a :class:`~.plugins.Registry`)."""
     types = registry.types
@@ -329,7 +349,9 @@ def render(registry: Any) -> str:
         f"#   {COMMAND}\n"
         "#\n"
         "# Use: import ./provider.nix { package = <the fediversity-providers package>; }\n"
-        "# gives the module for `providers.<name>` of a NixOps4 deployment.\n"
+        "# gives the module for `providers.<name>` of a NixOps4 root (with its\n"
+        "# `name`, `description`, `sourceBaseUrl` and `sourceName`, which\n"
+        "# NixOps4's `lib.renderProviderDocs` reads).\n"
         "#\n"
         "# Resource types:\n" + ("".join(origin) if origin else "#   (none registered)\n")
     )
@@ -347,12 +369,17 @@ def render(registry: Any) -> str:
         + '      throw "provider.nix: give `package` (the fediversity-providers package) or `executable`"\n'
         + "    else\n"
         + '      "${package}/bin/fediversity-provider",\n'
+        + f"  sourceBaseUrl ? {nix_string(SOURCE_BASE_URL)},\n"
         + "}:\n"
         + "{ lib, ... }:\n"
         + "let\n"
         + "  inherit (lib) mkOption types;\n"
         + "in\n"
         + "{\n"
+        + f"  name = {nix_string(PROVIDER_NAME)};\n"
+        + f"  description = {nix_string(_description(types))};\n"
+        + "  inherit sourceBaseUrl;\n"
+        + f"  sourceName = {nix_string(SOURCE_NAME)};\n"
         + "  inherit executable;\n"
         + '  args = [ "serve" ];\n'
         + f"  resourceTypes = {resource_types};\n"

@@ -9,6 +9,11 @@ let
     { lib, ... }:
     {
       options = {
+        # The documentation metadata renderProviderDocs reads.
+        name = lib.mkOption { type = lib.types.str; };
+        description = lib.mkOption { type = lib.types.str; };
+        sourceBaseUrl = lib.mkOption { type = lib.types.str; };
+        sourceName = lib.mkOption { type = lib.types.str; };
         executable = lib.mkOption { type = lib.types.str; };
         args = lib.mkOption { type = lib.types.listOf lib.types.str; };
         resourceTypes = lib.mkOption {
@@ -68,8 +73,9 @@ let
     {
       fediversity.garageNode = {
         enable = true;
-        rpcSecretFile = "/var/lib/secrets/rpc";
-        adminTokenFile = "/var/lib/secrets/admin";
+        rpcSecretFile = "/run/keys/rpc";
+        adminTokenFile = "/run/keys/admin";
+        metricsTokenFile = "/run/keys/metrics";
         replicationFactor = 3;
         rpcPublicAddr = "192.0.2.10:3901";
         bootstrapPeers = [ "00@192.0.2.11:3901" ];
@@ -93,8 +99,10 @@ in
     {
       fediversity.garageNode = {
         enable = true;
-        rpcSecretFile = "/var/lib/secrets/rpc";
-        adminTokenFile = "/var/lib/secrets/admin";
+        rpcSecretFile = "/run/keys/rpc";
+        adminTokenFile = "/run/keys/admin";
+        metricsTokenFile = "/run/keys/metrics";
+        webRootDomain = ".web.example.org";
       };
     }
   ]);
@@ -102,6 +110,7 @@ in
   garage-node-three =
     assert garage3.services.garage.settings.replication_factor == 3;
     assert lib.all (port: lib.elem port garage3.networking.firewall.allowedTCPPorts) [ 3900 3901 ];
+    assert !lib.elem 3903 garage3.networking.firewall.allowedTCPPorts;
     evaluates "garage-node-three" garage3;
 
   s3-clients = evaluates "s3-clients" (nixos [
@@ -113,8 +122,8 @@ in
           endpoint = "https://s3.example.org";
           bucket = "${name}-media";
           accessKeyId = "GK0123456789abcdef01234567";
-          secretAccessKeyFile = "/var/lib/secrets/${name}-s3";
-          publicUrl = "https://${name}-media.example.org";
+          secretAccessKeyFile = "/run/keys/${name}-s3";
+          publicUrl = "http://${name}-media.web.example.org";
         };
       in
       {

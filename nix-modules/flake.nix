@@ -28,6 +28,7 @@
       nixosModules = {
         garage-node = ./nixos/garage-node.nix;
         s3-client = ./nixos/s3-client.nix;
+        keys = ./nixos/keys.nix;
         default = {
           imports = [
             ./nixos/garage-node.nix

@@ -3,11 +3,13 @@
   /**
     The `fediversity.s3Client.<service>` settings for a bucket, from the outputs
     of a garage_bucket resource and the name of one of its `keys` entries.
-    The secret access key is not among them: give `secretAccessKeyFile`.
+    The secret access key is not among them: give `secretAccessKeyFile` (a
+    file on the machine, e.g. a nixos_config key).  `publicUrl` is the bucket's
+    website endpoint (null without website access and a `website.rootDomain`).
 
       fediversity.s3Client.mastodon =
-        fediversity-providers.lib.bucketSettings resources.mastodon-media.outputs "mastodon"
-        // { enable = true; secretAccessKeyFile = "/var/lib/secrets/mastodon-s3"; };
+        fediversity-providers.lib.bucketSettings members.mastodon-media.outputs "mastodon"
+        // { enable = true; secretAccessKeyFile = "/run/keys/mastodon-s3"; };
   */
   bucketSettings =
     outputs: keyName:
@@ -21,5 +23,6 @@
       region = outputs.region;
       bucket = outputs.globalAlias;
       accessKeyId = key.accessKeyId;
+      publicUrl = outputs.websiteEndpoint or null;
     };
 }

@@ -5,7 +5,9 @@
 #   FEDIVERSITY_PROVIDERS_PLUGINS= fediversity-provider nix-module > nix-modules/provider.nix
 #
 # Use: import ./provider.nix { package = <the fediversity-providers package>; }
-# gives the module for `providers.<name>` of a NixOps4 deployment.
+# gives the module for `providers.<name>` of a NixOps4 root (with its
+# `name`, `description`, `sourceBaseUrl` and `sourceName`, which
+# NixOps4's `lib.renderProviderDocs` reads).
 #
 # Resource types:
 #   existing_vm: fediversity-providers (plugin existing_vm)
@@ -19,12 +21,17 @@
       throw "provider.nix: give `package` (the fediversity-providers package) or `executable`"
     else
       "${package}/bin/fediversity-provider",
+  sourceBaseUrl ? "https://git.fediversity.eu/Fediversity/fediversity-providers/src/branch/main",
 }:
 { lib, ... }:
 let
   inherit (lib) mkOption types;
 in
 {
+  name = "Fediversity providers";
+  description = "Resources for the Fediversity hosting platform, from fediversity-providers and its plugins (a Python suite speaking NixOps4's resource protocol). Resource types: `existing_vm`, `garage_bucket`, `nixos_config`, `proxmox_vm`.";
+  inherit sourceBaseUrl;
+  sourceName = "fediversity-providers";
   inherit executable;
   args = [ "serve" ];
   resourceTypes = {

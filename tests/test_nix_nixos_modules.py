@@ -1,11 +1,7 @@
-"""The NixOS modules (Garage node, S3 client), evaluated with Debian's Nix and a stand-in `lib`.
-
-Without nixpkgs there is no module system: the test gives each module a small
-`lib` whose mkIf/mkMerge/mkForce return markers, sets the module's own options
-(defaults from its declarations, overridden by the test), and resolves the
-markers of the `config` it returns.  This checks the modules' own logic: which
-settings, units, credentials, ports and assertions come out.  Evaluation
-against nixpkgs' real modules is `nix flake check` (docs/nix.md).
+"""The NixOS modules (Garage node, S3 clients, keys), evaluated with the real module system:
+the nixpkgs lib, nixpkgs' own Garage module (tests/reference/nixpkgs-nixos), and the rest of
+NixOS declared with nixpkgs' option types (tests/nix/nixos/options.nix).  Packages and the
+toplevel are stand-ins (tests/nix/): `system.build.view` is the evaluated configuration.
 """
 
 from __future__ import annotations
@@ -16,223 +12,170 @@ import stat
 import subprocess
 from pathlib import Path
 
+import pytest
 
-from fediversity_providers.testing.nixeval import nix_eval
+from fediversity_providers.testing.nixeval import NixError, nix_eval
 from fediversity_providers.testing.prereq import require_executable
 
-NIXOS = Path(__file__).resolve().parent.parent / "nix-modules" / "nixos"
-
-FAKE_NIXOS_LIB = r"""
-let
-  marker = name: extra: { _type = name; } // extra;
-  option = args: { _type = "option"; } // args;
-  type = name: { _type = "option-type"; inherit name; };
-  hasPrefix = p: s: builtins.substring 0 (builtins.stringLength p) s == p;
-  hasSuffix = x: s: let n = builtins.stringLength s; m = builtins.stringLength x; in n >= m && builtins.substring (n - m) m s == x;
-in rec {
-  mkOption = option;
-  mkEnableOption = what: option { default = false; description = "Whether to enable ${what}."; };
-  mkPackageOption = pkgs: name: _: option { default = pkgs.${name}; };
-  # A false condition's content is never evaluated, as in the module system.
-  mkIf = condition: content: marker "if" ({ inherit condition; } // (if condition then { inherit content; } else { }));
-  mkMerge = contents: marker "merge" { inherit contents; };
-  mkForce = content: marker "override" { priority = 50; inherit content; };
-  mkDefault = content: marker "override" { priority = 1000; inherit content; };
-  types = {
-    str = type "str"; bool = type "bool"; port = type "port";
-    strMatching = re: type "strMatching";
-    enum = vs: type "enum"; nullOr = t: type "nullOr"; listOf = t: type "listOf";
-    submodule = m: type "submodule";
-  };
-  inherit hasPrefix;
-  optional = c: x: if c then [ x ] else [ ];
-  optionals = c: xs: if c then xs else [ ];
-  optionalAttrs = c: a: if c then a else { };
-  optionalString = c: s: if c then s else "";
-  mapAttrs = builtins.mapAttrs;
-  mapAttrsToList = f: a: map (n: f n a.${n}) (builtins.attrNames a);
-  filterAttrs = p: a: builtins.listToAttrs (builtins.concatMap (n: if p n a.${n} then [ { name = n; value = a.${n}; } ] else [ ]) (builtins.attrNames a));
-  concatMapAttrs = f: a: builtins.foldl' (acc: n: acc // f n a.${n}) { } (builtins.attrNames a);
-  genAttrs = names: f: builtins.listToAttrs (map (n: { name = n; value = f n; }) names);
-  removeSuffix = x: s: if hasSuffix x s then builtins.substring 0 (builtins.stringLength s - builtins.stringLength x) s else s;
-  splitString = sep: s: builtins.filter builtins.isString (builtins.split sep s);
-  head = builtins.head;
-  last = xs: builtins.elemAt xs (builtins.length xs - 1);
-}
-"""
-
-PKGS = '{ garage = "/nix/store/g-garage"; coreutils = "/nix/store/c-coreutils"; }'
+ROOT = Path(__file__).resolve().parent.parent
+NIXOS = ROOT / "nix-modules" / "nixos"
+TESTNIX = ROOT / "tests" / "nix"
 
 
-def evaluate(module: str, tmp_path: Path, own: str, values: dict, others: dict | None = None) -> dict:
-    """The resolved `config` of nix-modules/nixos/<module>, with `<own>` set to defaults // values."""
-    (tmp_path / "lib.nix").write_text(FAKE_NIXOS_LIB)
-    (tmp_path / "values.json").write_text(json.dumps({"own": values, "others": others or {}}))
-    path = own.removeprefix("fediversity.")
+def system(tmp_path: Path, config: dict, extra: str = "{ }") -> dict:
+    """The evaluated system with nix-modules' NixOS modules and `config` (JSON) as a module."""
+    (tmp_path / "config.json").write_text(json.dumps(config))
     expression = f"""
       let
-        lib = import {tmp_path}/lib.nix;
-        pkgs = {PKGS};
-        module = import {NIXOS}/{module};
-        given = builtins.fromJSON (builtins.readFile {tmp_path}/values.json);
-        declared = (module {{ config = {{ }}; inherit lib pkgs; }}).options.fediversity.{path};
-        own = builtins.mapAttrs (n: o: o.default or null) declared // given.own;
-        config = lib.genAttrs [ "services" ] (_: {{
-          mastodon.enable = false; peertube.enable = false; pixelfed.enable = false;
-        }}) // given.others // {{ fediversity.{path} = own; }};
-      in (module {{ inherit config lib pkgs; }}).config
+        lib = import {ROOT}/tests/reference/nixpkgs-lib/lib;
+        pkgs = import {TESTNIX}/pkgs.nix {{ inherit lib; }};
+        nixos = import {TESTNIX}/nixos/system.nix {{ inherit lib pkgs; }};
+        evaluated = nixos {{ modules = [
+          {NIXOS}/garage-node.nix {NIXOS}/s3-client.nix
+          {{ system.stateVersion = "25.05"; }}
+          (builtins.fromJSON (builtins.readFile {tmp_path}/config.json))
+          ({extra})
+        ]; }};
+        c = evaluated.config;
+      in {{
+        view = c.system.build.view;
+        toplevel = c.system.build.toplevel;
+        warnings = c.warnings;
+        garageToml = if c.services.garage.enable then c.environment.etc."garage.toml".source.passthru.value else null;
+      }}
     """
-    resolved = resolve(nix_eval(expression, workdir=tmp_path))
-    return {} if resolved is _DROP else resolved
+    return nix_eval(expression, workdir=tmp_path)
 
 
-def merge(a, b):
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = dict(a)
-        for k, v in b.items():
-            out[k] = merge(out[k], v) if k in out else v
-        return out
-    if isinstance(a, list) and isinstance(b, list):
-        return a + b
-    raise AssertionError(f"conflicting definitions: {a!r} and {b!r}")
+GARAGE = {"enable": True, "rpcSecretFile": "/run/keys/garage-rpc-secret", "adminTokenFile": "/run/keys/garage-admin-token",
+          "metricsTokenFile": "/run/keys/garage-metrics-token"}
 
 
-_DROP = object()
+def garage(tmp_path, extra: str = "{ }", **values):
+    return system(tmp_path, {"networking": {"hostName": "garage"}, "fediversity": {"garageNode": {**GARAGE, **values}}}, extra)
 
 
-def resolve(value):
-    if isinstance(value, dict):
-        kind = value.get("_type")
-        if kind == "if":
-            return resolve(value["content"]) if value["condition"] else _DROP
-        if kind == "merge":
-            out: dict = {}
-            for part in value["contents"]:
-                part = resolve(part)
-                if part is not _DROP:
-                    out = merge(out, part)
-            return out
-        if kind == "override":
-            return resolve(value["content"])
-        return {k: r for k, v in value.items() if (r := resolve(v)) is not _DROP}
-    if isinstance(value, list):
-        return [resolve(v) for v in value]
-    return value
+def test_garage_node_with_nixpkgs_garage_module(tmp_path):
+    result = garage(tmp_path, webRootDomain=".web.example.org", openFirewall=True)
+    toml = result["garageToml"]
+    # Garage reads its secret files itself (systemd credentials would read as 0440, which it refuses).
+    assert toml["rpc_secret_file"] == GARAGE["rpcSecretFile"]
+    assert toml["admin"] == {"api_bind_addr": "127.0.0.1:3903", "admin_token_file": GARAGE["adminTokenFile"],
+                             "metrics_token_file": GARAGE["metricsTokenFile"]}
+    assert toml["s3_web"] == {"bind_addr": "[::]:3902", "root_domain": ".web.example.org", "index": "index.html"}
+    assert toml["s3_api"] == {"api_bind_addr": "[::]:3900", "s3_region": "garage"}
+    view = result["view"]
+    unit = view["systemd"]["services"]["garage"]
+    assert "LoadCredential" not in unit["serviceConfig"]
+    assert unit["serviceConfig"]["User"] == "garage" and unit["serviceConfig"]["DynamicUser"] is False
+    assert unit["serviceConfig"]["ExecStart"].endswith("/bin/garage server")  # from nixpkgs' module
+    # Garage starts once its three secret files exist, and when they arrive.
+    files = [GARAGE["rpcSecretFile"], GARAGE["adminTokenFile"], GARAGE["metricsTokenFile"]]
+    assert unit["unitConfig"]["ConditionPathExists"] == files
+    path = view["systemd"]["paths"]["garage-keys"]
+    assert path["pathConfig"] == {"PathChanged": files, "Unit": "garage.service"}
+    assert path["wantedBy"] == ["multi-user.target"]
+    assert view["networking"]["firewall"]["allowedTCPPorts"] == [3900, 3902]  # never the admin port
+    assert view["users"]["users"]["garage"]["isSystemUser"] is True
+    assert result["toplevel"].endswith("-nixos-system-garage")
 
 
-def failed(config: dict) -> list[str]:
-    return [a["message"] for a in config.get("assertions", []) if not a["assertion"]]
-
-
-GARAGE = {"enable": True, "rpcSecretFile": "/var/lib/secrets/rpc", "adminTokenFile": "/var/lib/secrets/admin"}
-
-
-def garage(tmp_path, others=None, **values):
-    return evaluate("garage-node.nix", tmp_path, "fediversity.garageNode", {**GARAGE, **values}, others)
-
-
-def test_garage_single_node_defaults(tmp_path):
-    config = garage(tmp_path)
-    assert failed(config) == [] and config["warnings"] == []
-    settings = config["services"]["garage"]["settings"]
-    assert config["services"]["garage"]["enable"] is True
-    assert config["services"]["garage"]["package"] == "/nix/store/g-garage"
-    assert settings["replication_factor"] == 1
-    assert settings["rpc_secret_file"] == "/run/credentials/garage.service/rpc_secret"
-    assert settings["admin"] == {"api_bind_addr": "[::]:3903",
-                                 "admin_token_file": "/run/credentials/garage.service/admin_token"}
-    assert settings["s3_api"] == {"api_bind_addr": "[::]:3900", "s3_region": "garage"}
-    assert settings["rpc_bind_addr"] == "[::]:3901" and "rpc_public_addr" not in settings
-    assert (settings["data_dir"], settings["metadata_dir"]) == ("/var/lib/garage/data", "/var/lib/garage/meta")
-    service = config["systemd"]["services"]["garage"]["serviceConfig"]
-    assert service["LoadCredential"] == ["rpc_secret:/var/lib/secrets/rpc", "admin_token:/var/lib/secrets/admin"]
-    assert service["DynamicUser"] is False and service["User"] == "garage"
-    assert config["systemd"]["tmpfiles"]["rules"] == ["d /var/lib/garage/data 0700 garage garage - -",
-                                                      "d /var/lib/garage/meta 0700 garage garage - -"]
-    assert config["networking"]["firewall"]["allowedTCPPorts"] == []
-    # The secret files' paths reach systemd only, never Garage's configuration file.
-    assert "/var/lib/secrets" not in json.dumps(config["services"])
+def test_garage_web_on_port_80_gets_the_capability(tmp_path):
+    view = garage(tmp_path, webRootDomain=".web.example.org", webPort=80)["view"]
+    assert view["systemd"]["services"]["garage"]["serviceConfig"]["AmbientCapabilities"] == ["CAP_NET_BIND_SERVICE"]
+    assert "s3_web" not in garage(tmp_path)["garageToml"]
 
 
 def test_garage_three_nodes(tmp_path):
-    config = garage(tmp_path, replicationFactor=3, rpcPublicAddr="192.0.2.10:3901", bootstrapPeers=["ab@192.0.2.11:3901"],
-                    openFirewall=True, openAdminFirewall=True, s3Port=9000, dataDir="/srv/garage")
-    assert failed(config) == [] and config["warnings"] == []
-    settings = config["services"]["garage"]["settings"]
-    assert settings["replication_factor"] == 3
-    assert settings["rpc_public_addr"] == "192.0.2.10:3901" and settings["bootstrap_peers"] == ["ab@192.0.2.11:3901"]
-    assert settings["s3_api"]["api_bind_addr"] == "[::]:9000" and settings["data_dir"] == "/srv/garage"
-    assert config["networking"]["firewall"]["allowedTCPPorts"] == [9000, 3901, 3903]
-    assert "/srv/garage" in config["systemd"]["services"]["garage"]["serviceConfig"]["ReadWritePaths"]
+    result = garage(tmp_path, replicationFactor=3, rpcPublicAddr="192.0.2.10:3901", bootstrapPeers=["ab@192.0.2.11:3901"],
+                    openFirewall=True, s3Port=9000, dataDir="/srv/garage")
+    toml = result["garageToml"]
+    assert toml["replication_factor"] == 3 and toml["rpc_public_addr"] == "192.0.2.10:3901"
+    assert toml["s3_api"]["api_bind_addr"] == "[::]:9000" and toml["data_dir"] == "/srv/garage"
+    assert result["view"]["networking"]["firewall"]["allowedTCPPorts"] == [9000, 3901]
+    assert result["warnings"] == []
 
 
-def test_garage_refusals(tmp_path):
-    assert any("rpcPublicAddr" in m for m in failed(garage(tmp_path, replicationFactor=3)))
-    assert garage(tmp_path, replicationFactor=3, rpcPublicAddr="x:3901")["warnings"]  # no peers: a warning
-    assert any("Nix store" in m for m in failed(garage(tmp_path, rpcSecretFile="/nix/store/abc-rpc")))
-    colocated = garage(tmp_path, others={"services": {"mastodon": {"enable": True}, "peertube": {"enable": False},
-                                                      "pixelfed": {"enable": False}}})
-    assert any("dedicated" in m for m in failed(colocated))
-    assert garage(tmp_path, enable=False) == {}
+@pytest.mark.parametrize("values, message", [
+    ({"replicationFactor": 3}, "rpcPublicAddr"),
+    ({"metricsTokenFile": "/nix/store/abc-token"}, "Nix store"),
+    ({"openAdminFirewall": True}, "SSH tunnel"),
+])
+def test_garage_refusals(tmp_path, values, message):
+    with pytest.raises(NixError, match=message):
+        garage(tmp_path, **values)
+
+
+def test_garage_refuses_services_on_the_same_machine(tmp_path):
+    with pytest.raises(NixError, match="dedicated"):
+        garage(tmp_path, extra='{ services.pixelfed = { enable = true; domain = "x"; secretFile = "/run/keys/p"; }; }')
 
 
 def bucket(service: str, **extra) -> dict:
-    units = {"mastodon": ["mastodon-init-dirs.service"], "peertube": ["peertube.service"],
-             "pixelfed": ["pixelfed-data-setup.service", "phpfpm-pixelfed.service", "pixelfed-horizon.service"]}
-    return {"enable": True, "endpoint": "https://s3.example.org", "region": "garage", "bucket": f"{service}-media",
-            "accessKeyId": "GK" + "0" * 24, "secretAccessKeyFile": f"/var/lib/secrets/{service}-s3",
-            "publicUrl": f"https://{service}-media.example.org/", "units": units[service], **extra}
+    return {"enable": True, "endpoint": "http://192.0.2.10:3900", "region": "garage", "bucket": f"{service}-media",
+            "accessKeyId": "GK" + "0" * 24, "secretAccessKeyFile": f"/run/keys/{service}-s3",
+            "publicUrl": f"http://{service}-media.web.example.org", **extra}
 
 
-def s3(tmp_path, **services):
-    values = {s: services.get(s, {"enable": False, "units": []}) for s in ("mastodon", "peertube", "pixelfed")}
-    return evaluate("s3-client.nix", tmp_path, "fediversity.s3Client", values)
+SERVICES = """{
+  services.mastodon = { enable = true; localDomain = "m.example.org"; smtp.fromAddress = "m@example.org"; streamingProcesses = 1; };
+  services.peertube = { enable = true; localDomain = "p.example.org"; };
+  services.pixelfed = { enable = true; domain = "x.example.org"; secretFile = "/run/keys/pixelfed-env"; };
+}"""
 
 
-def test_s3_client_mastodon(tmp_path):
-    config = s3(tmp_path, mastodon=bucket("mastodon"))
-    assert failed(config) == []
-    mastodon = config["services"]["mastodon"]
-    assert mastodon["extraConfig"] == {
-        "S3_ENABLED": "true", "S3_ENDPOINT": "https://s3.example.org", "S3_PROTOCOL": "https",
-        "S3_HOSTNAME": "s3.example.org", "S3_REGION": "garage", "S3_BUCKET": "mastodon-media",
-        "AWS_ACCESS_KEY_ID": "GK" + "0" * 24, "S3_ALIAS_HOST": "mastodon-media.example.org"}
+def clients(tmp_path, extra: str = SERVICES, **services) -> dict:
+    return system(tmp_path, {"networking": {"hostName": "media"}, "fediversity": {"s3Client": services}}, extra)
+
+
+def test_s3_clients_with_public_urls_and_keys(tmp_path):
+    result = clients(tmp_path, mastodon=bucket("mastodon"),
+                     peertube=bucket("peertube", privateBucket="peertube-private"), pixelfed=bucket("pixelfed"))
+    view = result["view"]
+    mastodon = view["services"]["mastodon"]
+    assert mastodon["extraConfig"]["S3_ALIAS_HOST"] == "mastodon-media.web.example.org"
+    assert mastodon["extraConfig"]["S3_BUCKET"] == "mastodon-media"
     assert mastodon["extraEnvFiles"] == ["/run/fediversity-s3/mastodon.env"]
-    unit = config["systemd"]["services"]["fediversity-s3-secret-mastodon"]
-    assert unit["before"] == unit["requiredBy"] == ["mastodon-init-dirs.service"]
-    assert unit["serviceConfig"]["LoadCredential"] == ["secret:/var/lib/secrets/mastodon-s3"]
-    assert set(config["services"]) == {"mastodon"}
-    assert "/var/lib/secrets" not in json.dumps(config["services"])
+    storage = view["services"]["peertube"]["settings"]["object_storage"]
+    assert storage["upload_acl"] == {"public": None, "private": None}  # Garage has no PutObjectAcl
+    assert storage["web_videos"]["base_url"] == "http://peertube-media.web.example.org"
+    assert storage["streaming_playlists"]["bucket_name"] == "peertube-media"
+    assert storage["user_exports"]["bucket_name"] == storage["original_video_files"]["bucket_name"] == "peertube-private"
+    assert view["services"]["peertube"]["serviceEnvironmentFile"] == "/run/fediversity-s3/peertube.env"
+    assert view["services"]["pixelfed"]["settings"]["AWS_URL"] == "http://pixelfed-media.web.example.org"
+    units = view["systemd"]["services"]
+    for unit in ("fediversity-s3-secret-mastodon", "mastodon-init-dirs", "peertube", "phpfpm-pixelfed"):
+        assert units[unit]["unitConfig"]["ConditionPathExists"][0].startswith("/run/keys/"), unit
+        assert f"{unit}-keys" in view["systemd"]["paths"]
+    for service in ("mastodon", "peertube", "pixelfed"):  # the S3 secret's path reaches systemd only
+        assert f"/run/keys/{service}-s3" not in json.dumps(view["services"])
+    assert result["warnings"] == []
 
 
-def test_s3_client_peertube_and_pixelfed(tmp_path):
-    config = s3(tmp_path, peertube=bucket("peertube", publicUrl=None), pixelfed=bucket("pixelfed"))
-    storage = config["services"]["peertube"]["settings"]["object_storage"]
-    assert storage["enabled"] is True and storage["endpoint"] == "https://s3.example.org"
-    assert storage["streaming_playlists"]["bucket_name"] == storage["web_videos"]["bucket_name"] == "peertube-media"
-    assert storage["streaming_playlists"]["prefix"] != storage["web_videos"]["prefix"]
-    assert storage["web_videos"]["base_url"] == ""
-    assert config["services"]["peertube"]["serviceEnvironmentFile"] == "/run/fediversity-s3/peertube.env"
-    assert config["systemd"]["services"]["peertube"]["environment"]["AWS_ACCESS_KEY_ID"] == "GK" + "0" * 24
-    pixelfed = config["services"]["pixelfed"]["settings"]
-    assert pixelfed["AWS_BUCKET"] == "pixelfed-media" and pixelfed["AWS_USE_PATH_STYLE_ENDPOINT"] is True
-    assert pixelfed["AWS_URL"] == "https://pixelfed-media.example.org/"
-    for unit in ("pixelfed-data-setup", "phpfpm-pixelfed", "pixelfed-horizon"):
-        assert config["systemd"]["services"][unit]["serviceConfig"]["EnvironmentFile"] == ["/run/fediversity-s3/pixelfed.env"]
-    assert {u for u in config["systemd"]["services"] if u.startswith("fediversity-")} == {
-        "fediversity-s3-secret-peertube", "fediversity-s3-secret-pixelfed"}
+def test_an_operators_own_settings_win_without_a_conflict(tmp_path):
+    extra = SERVICES[:-1] + """
+      services.peertube.serviceEnvironmentFile = "/run/keys/peertube-env";
+      services.mastodon.extraConfig.SINGLE_USER_MODE = "true";
+      services.peertube.settings.object_storage.upload_acl.public = "public-read";
+    }"""
+    result = clients(tmp_path, extra, mastodon=bucket("mastodon"), peertube=bucket("peertube"))
+    view = result["view"]
+    assert view["services"]["peertube"]["serviceEnvironmentFile"] == "/run/keys/peertube-env"
+    assert view["services"]["mastodon"]["extraConfig"]["SINGLE_USER_MODE"] == "true"
+    assert view["services"]["mastodon"]["extraConfig"]["S3_BUCKET"] == "mastodon-media"
+    assert view["services"]["peertube"]["settings"]["object_storage"]["upload_acl"]["public"] == "public-read"
+    assert any("AWS_SECRET_ACCESS_KEY" in w for w in result["warnings"])
 
 
 def test_s3_client_refuses_a_secret_in_the_store(tmp_path):
-    config = s3(tmp_path, mastodon=bucket("mastodon", secretAccessKeyFile="/nix/store/xyz-secret"))
-    assert any("Nix store" in m for m in failed(config))
-    assert s3(tmp_path) == {"assertions": [], "systemd": {"services": {}}}
+    with pytest.raises(NixError, match="Nix store"):
+        clients(tmp_path, mastodon=bucket("mastodon", secretAccessKeyFile="/nix/store/xyz-secret"))
 
 
 def test_s3_secret_unit_writes_an_environment_file_only_root_reads(tmp_path):
     bash = require_executable("bash")
-    config = s3(tmp_path, mastodon=bucket("mastodon"))
-    script = config["systemd"]["services"]["fediversity-s3-secret-mastodon"]["script"]
+    view = clients(tmp_path, mastodon=bucket("mastodon"))["view"]
+    script = view["systemd"]["services"]["fediversity-s3-secret-mastodon"]["script"]
     run_dir = tmp_path / "run"
     credentials = tmp_path / "credentials"
     credentials.mkdir()
@@ -246,3 +189,44 @@ def test_s3_secret_unit_writes_an_environment_file_only_root_reads(tmp_path):
     assert env_file.read_text() == "AWS_SECRET_ACCESS_KEY=c2VjcmV0+/=\n"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
     assert not list(run_dir.glob("*.tmp"))
+
+
+FAKE_GARAGE = r"""#!/bin/sh
+# Records its calls; answers like Garage's CLI (status, node id, layout show).
+echo "$*" >> "$CALLS"
+case "$1 $2" in
+  "status ") printf '==== HEALTHY NODES ====\nID  Hostname  Address  Tags  Zone  Capacity\n563e1ac825ee3323  garage  [::1]:3901  %s\n' "$ROLE" ;;
+  "node id") echo "563e1ac825ee3323aa441e72c26d1030d6d4414aeb3dd25287c531e7fc2bc95d@[::1]:3901" ;;
+  "layout show") echo "==== CURRENT CLUSTER LAYOUT ===="; echo "Current cluster layout version: 0" ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("role, applied", [("NO ROLE ASSIGNED", True), ("[]  dc1  100.0 GB", False)])
+def test_garage_layout_unit_applies_a_single_nodes_layout_once(tmp_path, role, applied):
+    bash = require_executable("bash")
+    result = garage(tmp_path, layout={"capacity": "100G"})
+    unit = result["view"]["systemd"]["services"]["garage-layout"]
+    assert unit["requires"] == unit["after"] == ["garage.service"]
+    assert unit["serviceConfig"]["Type"] == "oneshot"
+    assert unit["unitConfig"]["ConditionPathExists"][0] == GARAGE["rpcSecretFile"]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "garage").write_text(FAKE_GARAGE)
+    (bin_dir / "garage").chmod(0o755)
+    calls = tmp_path / "calls"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls), "ROLE": role}
+    done = subprocess.run([bash, "-euo", "pipefail", "-c", unit["script"]], env=env, capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    lines = calls.read_text().splitlines()
+    if applied:
+        assert "layout assign -z dc1 -c 100G 563e1ac825ee3323aa441e72c26d1030d6d4414aeb3dd25287c531e7fc2bc95d" in lines
+        assert lines[-1] == "layout apply --version 1"
+    else:
+        assert lines == ["status"]
+
+
+def test_garage_layout_is_for_a_single_node(tmp_path):
+    with pytest.raises(NixError, match="layout.capacity"):
+        garage(tmp_path, layout={"capacity": "100G"}, replicationFactor=3, rpcPublicAddr="x:3901")

@@ -7,7 +7,11 @@ is needed.  ``FAKE_LIB`` is the part of nixpkgs' ``lib`` a generated provider
 module uses, as plain data (each option type is an attribute set naming
 itself); ``provider_module`` evaluates a module with it and
 ``accepts(option_type, value)`` tells whether a value would pass that option
-type, so a test can check a schema's valid instances against the Nix types.
+type, so a test of the generator can check a schema's valid instances
+against the Nix types it writes, thousands of them, in one evaluation.  It
+is no stand-in for NixOps4 or the module system: this project's own tests
+evaluate the provider module, the MVP example and the NixOS modules with
+the real nixpkgs lib and upstream NixOps4 (``tests/nix/``).
 
 Fixture: ``nix_eval`` (a function ``(expression, **kw) -> JSON value``).
 """

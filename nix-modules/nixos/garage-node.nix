@@ -3,15 +3,18 @@
 #
 #   fediversity.garageNode = {
 #     enable = true;
-#     rpcSecretFile = "/var/lib/secrets/garage-rpc-secret";   # 64 hex digits
-#     adminTokenFile = "/var/lib/secrets/garage-admin-token";
-#     replicationFactor = 1;                                  # or 3, with 3 nodes
+#     rpcSecretFile = "/run/keys/garage-rpc-secret";       # 64 hex digits
+#     adminTokenFile = "/run/keys/garage-admin-token";
+#     metricsTokenFile = "/run/keys/garage-metrics-token";
+#     webRootDomain = ".web.example.org";                   # buckets at <alias>.web.example.org
 #   };
 #
-# The secrets are read from files on the machine when Garage starts (systemd
-# credentials): they never enter the Nix store.  Bucket, keys and permissions
-# are not configured here; that is the garage_bucket resource's job, through
-# the admin API this node serves.
+# The secret files are read by Garage itself, from files on the machine (for
+# example nixos_config `keys` with user "garage"): they never enter the Nix
+# store.  Garage does not start until they exist (fediversity.waitForKeys).
+# Buckets, keys and permissions are garage_bucket's job, through the admin API,
+# which listens on the node's localhost only: garage_bucket reaches it through
+# an SSH tunnel (its `ssh` input).
 {
   config,
   lib,
@@ -27,21 +30,38 @@ let
     types
     ;
   cfg = config.fediversity.garageNode;
-  credentials = "/run/credentials/garage.service";
 
   secretPath =
     what:
     mkOption {
       type = types.strMatching "/.*";
-      example = "/var/lib/secrets/garage-${what}";
+      example = "/run/keys/garage-${what}";
       description = ''
         Absolute path, on the Garage node, of a file holding the ${what}.
         It is a string, not a Nix path, so that the secret is never copied
-        into the Nix store; systemd hands it to Garage as a credential.
+        into the Nix store.  Garage reads it itself and refuses it unless it
+        is owned by the `garage` user and has no group or other permission
+        bits (mode 0400 or 0600): nixos_config `keys` with
+        `user = "garage"` and the default `permissions = "0400"` do that.
       '';
     };
+
+  secretFiles = [
+    cfg.rpcSecretFile
+    cfg.adminTokenFile
+    cfg.metricsTokenFile
+  ];
 in
 {
+  imports = [
+    ./keys.nix
+    (lib.mkRemovedOptionModule [
+      "fediversity"
+      "garageNode"
+      "openAdminFirewall"
+    ] "The admin API now listens on the node's localhost only; garage_bucket reaches it through an SSH tunnel (its `ssh` input).")
+  ];
+
   options.fediversity.garageNode = {
     enable = mkEnableOption "a dedicated Garage node for the Fediverse services' media";
 
@@ -51,6 +71,13 @@ in
 
     rpcSecretFile = secretPath "rpc-secret";
     adminTokenFile = secretPath "admin-token";
+    metricsTokenFile = secretPath "metrics-token" // {
+      description = ''
+        Absolute path, on the Garage node, of a file holding the token that
+        `/metrics` of the admin API requires (Garage's `metrics_token_file`);
+        the same rules as for `adminTokenFile` apply.
+      '';
+    };
 
     replicationFactor = mkOption {
       type = types.enum [
@@ -95,10 +122,37 @@ in
       default = 3901;
       description = "Port of the RPC between Garage nodes.";
     };
+    webPort = mkOption {
+      type = types.port;
+      default = 3902;
+      example = 80;
+      description = ''
+        Port of the web endpoint, which serves the buckets with website
+        access to browsers (Garage has no anonymous S3 access).  Below 1024
+        the service gets `CAP_NET_BIND_SERVICE` to bind it.
+      '';
+    };
     adminPort = mkOption {
       type = types.port;
       default = 3903;
-      description = "Port of the admin API (garage_bucket's `adminEndpoint`).";
+      description = ''
+        Port of the admin API, on 127.0.0.1 only.  garage_bucket reaches it
+        through an SSH tunnel: give it `adminEndpoint = "http://127.0.0.1:<adminPort>"`
+        and the node's `ssh`.
+      '';
+    };
+
+    webRootDomain = mkOption {
+      type = types.nullOr (types.strMatching "\\..+");
+      default = null;
+      example = ".web.example.org";
+      description = ''
+        Garage's `[s3_web] root_domain`: a bucket with website access is
+        served at `<its global alias><webRootDomain>` (point a wildcard DNS
+        record at this node).  Give garage_bucket the same value as
+        `website.rootDomain`; its `websiteEndpoint` output is then the
+        bucket's public URL.  null: no web endpoint.
+      '';
     };
 
     dataDir = mkOption {
@@ -120,15 +174,30 @@ in
       description = "Garage's metadata database engine.";
     };
 
+    layout = {
+      capacity = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "100G";
+        description = ''
+          With one node (replicationFactor = 1): the capacity this node is
+          given in Garage's cluster layout, applied once by the
+          `garage-layout` unit when the node has no role yet, so that buckets
+          can be created right after the first deployment.  null: apply a
+          layout by hand (`garage layout assign`, `garage layout apply`).
+        '';
+      };
+      zone = mkOption {
+        type = types.str;
+        default = "dc1";
+        description = "The zone this node is assigned to in the layout.";
+      };
+    };
+
     openFirewall = mkOption {
       type = types.bool;
       default = false;
-      description = "Open the S3 port, and the RPC port when replicationFactor is 3.";
-    };
-    openAdminFirewall = mkOption {
-      type = types.bool;
-      default = false;
-      description = "Open the admin API port (the deployer running garage_bucket must reach it).";
+      description = "Open the S3 port, the web port (with webRootDomain), and the RPC port when replicationFactor is 3.";
     };
   };
 
@@ -139,7 +208,11 @@ in
         message = "fediversity.garageNode: replicationFactor = 3 needs rpcPublicAddr, so that the other nodes can reach this one.";
       }
       {
-        assertion = !lib.hasPrefix builtins.storeDir cfg.rpcSecretFile && !lib.hasPrefix builtins.storeDir cfg.adminTokenFile;
+        assertion = cfg.layout.capacity == null || cfg.replicationFactor == 1;
+        message = "fediversity.garageNode: layout.capacity applies a single node's layout; with 3 nodes, assign and apply the layout by hand.";
+      }
+      {
+        assertion = lib.all (file: !lib.hasPrefix builtins.storeDir file) secretFiles;
         message = "fediversity.garageNode: the secret files must not be in the Nix store, which every user can read.";
       }
       {
@@ -154,27 +227,45 @@ in
     services.garage = {
       enable = true;
       inherit (cfg) package;
-      settings = {
-        replication_factor = cfg.replicationFactor;
-        db_engine = cfg.dbEngine;
-        data_dir = cfg.dataDir;
-        metadata_dir = cfg.metadataDir;
-        rpc_bind_addr = "[::]:${toString cfg.rpcPort}";
-        rpc_secret_file = "${credentials}/rpc_secret";
-        bootstrap_peers = cfg.bootstrapPeers;
-        s3_api = {
-          api_bind_addr = "[::]:${toString cfg.s3Port}";
-          s3_region = cfg.region;
+      settings =
+        {
+          replication_factor = cfg.replicationFactor;
+          db_engine = cfg.dbEngine;
+          data_dir = cfg.dataDir;
+          metadata_dir = cfg.metadataDir;
+          rpc_bind_addr = "[::]:${toString cfg.rpcPort}";
+          # Garage reads its secrets from these files itself.  Not systemd
+          # credentials: under systemd 254 and later a LoadCredential= file
+          # carries an ACL for the service's user and reads as mode 0440,
+          # and Garage refuses a secret file with any group or other bit
+          # ("File ... is world-readable! (mode: 0100440, expected 0600)").
+          # The files are owned by the `garage` user, mode 0400 or 0600.
+          rpc_secret_file = cfg.rpcSecretFile;
+          bootstrap_peers = cfg.bootstrapPeers;
+          s3_api = {
+            api_bind_addr = "[::]:${toString cfg.s3Port}";
+            s3_region = cfg.region;
+          };
+          admin = {
+            # Never on the network: the token would cross it in clear.
+            api_bind_addr = "127.0.0.1:${toString cfg.adminPort}";
+            admin_token_file = cfg.adminTokenFile;
+            metrics_token_file = cfg.metricsTokenFile;
+          };
+        }
+        // lib.optionalAttrs (cfg.rpcPublicAddr != null) { rpc_public_addr = cfg.rpcPublicAddr; }
+        // lib.optionalAttrs (cfg.webRootDomain != null) {
+          s3_web = {
+            bind_addr = "[::]:${toString cfg.webPort}";
+            root_domain = cfg.webRootDomain;
+            index = "index.html";
+          };
         };
-        admin = {
-          api_bind_addr = "[::]:${toString cfg.adminPort}";
-          admin_token_file = "${credentials}/admin_token";
-        };
-      } // lib.optionalAttrs (cfg.rpcPublicAddr != null) { rpc_public_addr = cfg.rpcPublicAddr; };
     };
 
     # A fixed user rather than a dynamic one, so that data and metadata may
-    # live anywhere (another disk) with the right owner.
+    # live anywhere (another disk) with the right owner, and so that the
+    # secret files can be owned by it before Garage first starts.
     users.users.garage = {
       isSystemUser = true;
       group = "garage";
@@ -193,15 +284,52 @@ in
         cfg.dataDir
         cfg.metadataDir
       ];
-      # Readable by the service alone (mode 0400), as Garage requires of secret files.
-      LoadCredential = [
-        "rpc_secret:${cfg.rpcSecretFile}"
-        "admin_token:${cfg.adminTokenFile}"
-      ];
+      AmbientCapabilities = lib.optional (cfg.webRootDomain != null && cfg.webPort < 1024) "CAP_NET_BIND_SERVICE";
+    };
+    # Started once all three secret files exist (at once when keys are
+    # uploaded before activation, else as soon as the last one arrives).
+    fediversity.waitForKeys = {
+      garage = secretFiles;
+    } // lib.optionalAttrs (cfg.layout.capacity != null) { garage-layout = secretFiles; };
+
+    # A fresh single node stores nothing before it has a layout: give it one,
+    # once.  A oneshot, so a switch waits for it, and garage_bucket can create
+    # buckets right after the node's nixos_config.
+    systemd.services.garage-layout = mkIf (cfg.layout.capacity != null) {
+      description = "Garage cluster layout for this single node";
+      wantedBy = [ "multi-user.target" ];
+      after = [ "garage.service" ];
+      requires = [ "garage.service" ];
+      path = [ cfg.package ];
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+      };
+      script = ''
+        for _ in $(seq 1 60); do
+          if status=$(garage status 2>/dev/null); then break; fi
+          status=""
+          sleep 1
+        done
+        if [ -z "$status" ]; then
+          echo "garage-layout: Garage does not answer on its RPC port" >&2
+          exit 1
+        fi
+        case "$status" in
+          *"NO ROLE ASSIGNED"*) ;;
+          *) exit 0 ;;  # the node has its role already
+        esac
+        id=$(garage node id -q | cut -d@ -f1)
+        garage layout assign -z ${lib.escapeShellArg cfg.layout.zone} -c ${lib.escapeShellArg cfg.layout.capacity} "$id"
+        version=$(garage layout show | sed -n 's/.*[Cc]urrent cluster layout version: *\([0-9][0-9]*\).*/\1/p' | head -n 1)
+        garage layout apply --version $(( ''${version:-0} + 1 ))
+      '';
     };
 
-    networking.firewall.allowedTCPPorts =
-      lib.optionals cfg.openFirewall ([ cfg.s3Port ] ++ lib.optional (cfg.replicationFactor == 3) cfg.rpcPort)
-      ++ lib.optional cfg.openAdminFirewall cfg.adminPort;
+    networking.firewall.allowedTCPPorts = lib.optionals cfg.openFirewall (
+      [ cfg.s3Port ]
+      ++ lib.optional (cfg.webRootDomain != null) cfg.webPort
+      ++ lib.optional (cfg.replicationFactor == 3) cfg.rpcPort
+    );
   };
 }

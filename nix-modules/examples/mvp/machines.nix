@@ -1,39 +1,40 @@
-# The NixOS configuration of each MVP machine (needs nixpkgs).  The S3 settings
-# of the service machines are added by deployment.nix from the buckets' outputs.
+# The NixOS configuration of each MVP machine (needs nixpkgs).  deployment.nix
+# adds what comes from other resources: the Garage node's web root domain, and
+# the service machines' S3 settings from their bucket's outputs.  The secret
+# files under /run/keys are nixos_config keys (deployment.nix).
 #
 # Replace the `hardware` module with each VM's own hardware configuration
 # (nixos-generate-config --show-hardware-config on the VM).
 let
-  hardware =
-    { modulesPath, ... }:
-    {
-      imports = [ (modulesPath + "/profiles/qemu-guest.nix") ];
-      boot.loader.grub.device = "/dev/vda";
-      fileSystems."/" = {
-        device = "/dev/vda1";
-        fsType = "ext4";
-      };
+  hardware = {
+    boot.initrd.availableKernelModules = [
+      "virtio_pci"
+      "virtio_blk"
+    ];
+    boot.loader.grub.device = "/dev/vda";
+    fileSystems."/" = {
+      device = "/dev/vda1";
+      fsType = "ext4";
     };
+  };
 
-  common =
-    { ... }:
-    {
-      imports = [ hardware ];
-      system.stateVersion = "24.11";
-      services.openssh.enable = true;
-      # The deployer's key (deployment.nix's deployerSshKey, public half).
-      users.users.root.openssh.authorizedKeys.keys = [
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUF"
-      ];
-      networking.firewall.allowedTCPPorts = [
-        80
-        443
-      ];
-      security.acme = {
-        acceptTerms = true;
-        defaults.email = "admin@example.org";
-      };
+  common = {
+    imports = [ hardware ];
+    system.stateVersion = "25.05";
+    services.openssh.enable = true;
+    # The deployer's key (deployment.nix's deployerSshKey, public half).
+    users.users.root.openssh.authorizedKeys.keys = [
+      "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUF"
+    ];
+    networking.firewall.allowedTCPPorts = [
+      80
+      443
+    ];
+    security.acme = {
+      acceptTerms = true;
+      defaults.email = "admin@example.org";
     };
+  };
 in
 {
   garage = {
@@ -41,11 +42,15 @@ in
     networking.hostName = "garage";
     fediversity.garageNode = {
       enable = true;
-      rpcSecretFile = "/var/lib/secrets/garage-rpc-secret";
-      adminTokenFile = "/var/lib/secrets/garage-admin-token";
+      rpcSecretFile = "/run/keys/garage-rpc-secret";
+      adminTokenFile = "/run/keys/garage-admin-token";
+      metricsTokenFile = "/run/keys/garage-metrics-token";
       replicationFactor = 1;
+      # A fresh node gets its layout at once: the buckets follow in the same apply.
+      layout.capacity = "100G";
+      # The web endpoint on port 80, for http://<bucket alias>.web.example.org.
+      webPort = 80;
       openFirewall = true;
-      openAdminFirewall = true;
     };
   };
 
@@ -70,7 +75,7 @@ in
       configureNginx = true;
       database.createLocally = true;
       redis.createLocally = true;
-      secrets.secretsFile = "/var/lib/secrets/peertube-secret";
+      secrets.secretsFile = "/run/keys/peertube-secrets";
     };
   };
 
@@ -80,7 +85,7 @@ in
     services.pixelfed = {
       enable = true;
       domain = "pixelfed.example.org";
-      secretFile = "/var/lib/secrets/pixelfed-env";
+      secretFile = "/run/keys/pixelfed-env";
     };
   };
 }
