@@ -78,7 +78,7 @@ in
                   default = 10;
                 };
                 host = mkOption {
-                  description = "Host name or IP address of the machine.";
+                  description = "Host name, IPv4 address or IPv6 literal (without brackets) of the machine; nothing else is accepted, so the value can never be read as an SSH option.";
                   type = types.str;
                 };
                 hostPublicKey = mkOption {
@@ -96,7 +96,7 @@ in
                   default = null;
                 };
                 user = mkOption {
-                  description = "User to log in as.";
+                  description = "POSIX user name to log in as (letters, digits, '_', '.', '-'; at most 32 characters, not starting with '-' or '.').";
                   type = types.str;
                   default = "root";
                 };
@@ -155,7 +155,7 @@ in
                   type = types.int;
                 };
                 host = mkOption {
-                  description = "Host name or IP address of the machine.";
+                  description = "Host name, IPv4 address or IPv6 literal (without brackets) of the machine; nothing else is accepted, so the value can never be read as an SSH option.";
                   type = types.str;
                 };
                 hostPublicKey = mkOption {
@@ -171,7 +171,7 @@ in
                   type = types.nullOr types.str;
                 };
                 user = mkOption {
-                  description = "User to log in as.";
+                  description = "POSIX user name to log in as (letters, digits, '_', '.', '-'; at most 32 characters, not starting with '-' or '.').";
                   type = types.str;
                 };
               };
@@ -618,7 +618,7 @@ in
                   default = 10;
                 };
                 host = mkOption {
-                  description = "Host name or IP address of the machine.";
+                  description = "Host name, IPv4 address or IPv6 literal (without brackets) of the machine; nothing else is accepted, so the value can never be read as an SSH option.";
                   type = types.str;
                 };
                 hostPublicKey = mkOption {
@@ -636,7 +636,7 @@ in
                   default = null;
                 };
                 user = mkOption {
-                  description = "User to log in as.";
+                  description = "POSIX user name to log in as (letters, digits, '_', '.', '-'; at most 32 characters, not starting with '-' or '.').";
                   type = types.str;
                   default = "root";
                 };
