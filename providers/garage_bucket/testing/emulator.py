@@ -119,6 +119,9 @@ class GarageEmulator:
         self.violations: list[str] = []
         self.faults: list[Fault] = []
         self.lock = threading.RLock()
+        #: set by :class:`.cluster.GarageCluster` on its nodes: the layout operations go to it
+        self.cluster = None
+        self.node = None
         emulator = self
 
         class Handler(_Handler):
@@ -265,6 +268,11 @@ class GarageEmulator:
             return 200, self.bucket_info(b, v)
 
     def _dispatch(self, v: str, op: str, q: dict, body: dict) -> tuple[int, Any]:
+        if self.cluster is not None:
+            from .cluster import CLUSTER_OPERATIONS
+
+            if op in CLUSTER_OPERATIONS:
+                return self.cluster.dispatch(self.node, v, op, q, body)
         if op in ("GetClusterHealth", "GetHealth"):
             return 200, {"status": "healthy", "knownNodes": 1, "connectedNodes": 1, "storageNodes": 1,
                          "storageNodesOk": 1, "partitions": 256, "partitionsQuorum": 256, "partitionsAllOk": 256}
@@ -406,6 +414,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         emu = self.emu
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        if emu.node is not None and not emu.node.up:  # a cluster node that is down answers nothing
+            self.close_connection = True
+            return
         url = urllib.parse.urlsplit(self.path)
         version = "v1" if url.path.startswith("/v1/") else "v2"
         headers = {k.lower(): v for k, v in self.headers.items()}
