@@ -21,7 +21,7 @@ and the layout history.  What is emulated follows Garage's own code
   new version assigns each of the 256 partitions to ``replication_factor``
   storage nodes in as many distinct zones as there are (up to that factor).
   Older versions stay active (draining) until every storage node of the new
-  one is up: then the data is taken to be in place (the emulator does not
+  one is up (an invalid one, such as the empty version 0, goes at once): then the data is taken to be in place (the emulator does not
   move data, it does not wait either).
 - **Health.** As ``System::health``: a partition has quorum when every active
   version's set of nodes for it has at least the write quorum up; the cluster
@@ -175,8 +175,11 @@ class GarageCluster:
         return node is not None and node.up and node_id in self.members
 
     def _settle(self) -> None:
-        """Older versions stop draining once every storage node of the current one is up."""
+        """Older versions stop draining once every storage node of the current one is up; an invalid
+        one (no partitions assigned, as version 0) is pruned at once, as Garage's cleanup does."""
         current = self.history[-1]
+        while self.active_from < len(self.history) - 1 and not self.history[self.active_from]["assignment"]:
+            self.active_from += 1
         if all(self.is_up(i) for i, r in current["roles"].items() if r["capacity"] is not None):
             self.active_from = len(self.history) - 1
 
