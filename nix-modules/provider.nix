@@ -12,6 +12,7 @@
 # Resource types:
 #   existing_vm: fediversity-providers (plugin existing_vm)
 #   garage_bucket: fediversity-providers (plugin garage_bucket)
+#   garage_cluster: fediversity-providers (plugin garage_cluster)
 #   nixos_config: fediversity-providers (plugin nixos_config)
 #   proxmox_vm: fediversity-providers (plugin proxmox_vm)
 {
@@ -29,7 +30,7 @@ let
 in
 {
   name = "Fediversity providers";
-  description = "Resources for the Fediversity hosting platform, from fediversity-providers and its plugins (a Python suite speaking NixOps4's resource protocol). Resource types: `existing_vm`, `garage_bucket`, `nixos_config`, `proxmox_vm`.";
+  description = "Resources for the Fediversity hosting platform, from fediversity-providers and its plugins (a Python suite speaking NixOps4's resource protocol). Resource types: `existing_vm`, `garage_bucket`, `garage_cluster`, `nixos_config`, `proxmox_vm`.";
   inherit sourceBaseUrl;
   sourceName = "fediversity-providers";
   inherit executable;
@@ -543,6 +544,201 @@ in
           websiteEndpoint = mkOption {
             description = "URL of the website when it is on and website.rootDomain is given; null otherwise.";
             type = types.nullOr types.str;
+          };
+        };
+      };
+    };
+    garage_cluster = {
+      description = "The layout of a multi-node Garage cluster: its nodes connected, each with a zone, a capacity and tags, applied as one layout version and kept healthy.";
+      requireState = true;
+      inputs = {
+        options = {
+          adminApiVersion = mkOption {
+            description = "Admin API version: v2 for Garage 2.x, v1 for Garage 1.x, auto asks the server (one extra request per operation).";
+            type = types.enum [ "auto" "v1" "v2" ];
+            default = "auto";
+          };
+          adminEndpoint = mkOption {
+            description = "URL of the admin API of one node of the cluster, e.g. http://garage1.example:3903. Every layout change goes through this node.";
+            type = types.str;
+          };
+          adminTokenFile = mkOption {
+            description = "Path of a regular file holding Garage's admin token (admin_token) on one line. Read on every operation; the token itself never appears in inputs, outputs, logs or errors.";
+            type = types.str;
+          };
+          healthTimeout = mkOption {
+            description = "Seconds to wait, after a change, for the cluster to report itself healthy (cut short by the request's deadline).";
+            type = types.number;
+            default = 300;
+          };
+          nodes = mkOption {
+            description = "Every node of the cluster, in any order. A node is named by its RPC address or by its machine; the resource finds its node id (Garage makes it on first start). Nodes with a role in the layout that are not listed here lose it.";
+            type = types.listOf (types.submodule {
+              options = {
+                adminEndpoint = mkOption {
+                  description = "URL of this node's own admin API (same token). Needed only to connect a node the cluster does not know yet: the resource asks it for its node id.";
+                  type = types.nullOr types.str;
+                  default = null;
+                };
+                capacity = mkOption {
+                  description = "Bytes of storage the node offers (SI: 1 GB = 1000000000), or null for a gateway node that stores nothing and forwards requests.";
+                  type = types.nullOr types.int;
+                };
+                rpcAddress = mkOption {
+                  description = "The node's rpc_public_addr, host:port (an IPv6 address in brackets), as other nodes reach it. Give this or ssh.";
+                  type = types.nullOr types.str;
+                  default = null;
+                };
+                rpcPort = mkOption {
+                  description = "RPC port, with ssh (Garage's default rpc_bind_addr port).";
+                  type = types.int;
+                  default = 3901;
+                };
+                ssh = mkOption {
+                  description = "The node's machine as existing_vm outputs it (only host is used here): the node is the one whose RPC address or hostname is this host, and its RPC address is host:rpcPort. Give this or rpcAddress.";
+                  type = types.nullOr (types.submodule {
+                    freeformType = types.attrsOf types.anything;
+                    options = {
+                      host = mkOption {
+                        description = "Host name, IPv4 address or IPv6 literal (without brackets) of the machine; nothing else is accepted, so the value can never be read as an SSH option.";
+                        type = types.str;
+                      };
+                    };
+                  });
+                  default = null;
+                };
+                tags = mkOption {
+                  description = "Free-form tags Garage keeps with the role.";
+                  type = types.listOf types.str;
+                  default = [ ];
+                };
+                zone = mkOption {
+                  description = "The node's zone: a failure domain (a site, a building, a rack). Copies of an object are put in different zones.";
+                  type = types.str;
+                };
+              };
+            });
+          };
+          pendingChanges = mkOption {
+            description = "What to do when the layout already has staged changes that this resource did not make: refuse (say which, change nothing) or revert them (RevertClusterLayout) and go on.";
+            type = types.enum [ "refuse" "revert" ];
+            default = "refuse";
+          };
+          replicationFactor = mkOption {
+            description = "The replication_factor the nodes are configured with (garage.toml; the admin API does not report it): every object is stored on this many storage nodes, each in a different zone. The nodes' storage zones must number at least this many.";
+            type = types.int;
+            default = 3;
+          };
+          requestTimeout = mkOption {
+            description = "Seconds to wait for one answer from Garage.";
+            type = types.number;
+            default = 10;
+          };
+          retryTimeout = mkOption {
+            description = "Seconds during which failed requests (5xx, timeouts, dropped connections) are retried with backoff before the error is reported.";
+            type = types.number;
+            default = 60;
+          };
+        };
+      };
+      outputs = {
+        options = {
+          apiVersion = mkOption {
+            description = "The admin API version spoken.";
+            type = types.enum [ "v1" "v2" ];
+          };
+          drift = mkOption {
+            description = "How the cluster differs from the inputs, one sentence each: a node down, a role changed by hand, another layout version applied, staged changes pending. Empty when it matches.";
+            type = types.listOf types.str;
+          };
+          health = mkOption {
+            description = "The cluster's health as Garage reports it (GetClusterHealth).";
+            type = types.submodule {
+              options = {
+                connectedNodes = mkOption {
+                  description = "Nodes it is connected to now.";
+                  type = types.int;
+                };
+                knownNodes = mkOption {
+                  description = "Nodes the answering node has been connected to since it started.";
+                  type = types.int;
+                };
+                partitions = mkOption {
+                  description = "Partitions of the data (256).";
+                  type = types.int;
+                };
+                partitionsAllOk = mkOption {
+                  description = "Partitions for which all their nodes are up.";
+                  type = types.int;
+                };
+                partitionsQuorum = mkOption {
+                  description = "Partitions for which a write quorum of their nodes is up.";
+                  type = types.int;
+                };
+                status = mkOption {
+                  description = "healthy (all storage nodes up), degraded (a write quorum up for every partition) or unavailable.";
+                  type = types.str;
+                };
+                storageNodes = mkOption {
+                  description = "Storage nodes in the active layout versions.";
+                  type = types.int;
+                };
+                storageNodesOk = mkOption {
+                  description = "Of those, the ones connected now.";
+                  type = types.int;
+                };
+              };
+            };
+          };
+          layoutVersion = mkOption {
+            description = "The cluster's current layout version.";
+            type = types.int;
+          };
+          nodes = mkOption {
+            description = "The nodes, in the order of the inputs.";
+            type = types.listOf (types.submodule {
+              options = {
+                draining = mkOption {
+                  description = "Whether an older layout version still holds data on it.";
+                  type = types.bool;
+                };
+                id = mkOption {
+                  description = "Garage's node id (64 hex digits).";
+                  type = types.str;
+                };
+                isUp = mkOption {
+                  description = "Whether the cluster is connected to the node now.";
+                  type = types.bool;
+                };
+                name = mkOption {
+                  description = "How the inputs name the node: its rpcAddress, or ssh.host.";
+                  type = types.str;
+                };
+                role = mkOption {
+                  description = "The node's role in the current layout version, as Garage reports it; null when it has none.";
+                  type = types.nullOr (types.submodule {
+                    options = {
+                      capacity = mkOption {
+                        description = "Capacity in bytes; null for a gateway.";
+                        type = types.nullOr types.int;
+                      };
+                      tags = mkOption {
+                        description = "Tags.";
+                        type = types.listOf types.str;
+                      };
+                      zone = mkOption {
+                        description = "Zone.";
+                        type = types.str;
+                      };
+                    };
+                  });
+                };
+              };
+            });
+          };
+          replicationFactor = mkOption {
+            description = "The replication factor the layout was checked against.";
+            type = types.int;
           };
         };
       };
