@@ -296,3 +296,11 @@ def test_read_reports_drift(garage_cluster, driver):
     c.up(c.nodes[1])
     back = driver.update(T, inputs, seen, inputs)  # the inputs again: the hand-made role goes back
     assert back["drift"] == [] and c.applied[-1] == 3 and back["nodes"][2]["role"]["tags"] == []
+
+
+def test_how_many_storage_nodes_may_leave_at_once():
+    """As docs/garage_cluster.md says: one for rf 1 to 3, two for 4 or 5, three for 6 or 7."""
+    from fediversity_providers.providers.garage_cluster.plan import max_leaving, write_quorum
+
+    assert [write_quorum(rf) for rf in range(1, 8)] == [1, 2, 2, 3, 3, 4, 4]
+    assert [max_leaving(rf) for rf in range(1, 8)] == [1, 1, 1, 2, 2, 3, 3]

@@ -207,6 +207,7 @@ def test_the_provider_name_check_finds_planted_names(tmp_path):
 ENTRY_POINTS = {
     "fediversity_providers": "fediversity_providers.testing.pytest_plugin",
     "fediversity_providers_garage_bucket": "fediversity_providers.providers.garage_bucket.testing.fixtures",
+    "fediversity_providers_garage_cluster": "fediversity_providers.providers.garage_cluster.testing.fixtures",
     "fediversity_providers_proxmox_vm": "fediversity_providers.providers.proxmox_vm.testing.fixtures",
 }
 
@@ -232,6 +233,7 @@ def test_each_test_environment_comes_through_its_own_entry_point(pytestconfig):
     assert not [name for name in generic if BUILT_IN.search(name)], generic
     assert fixtures_of(ENTRY_POINTS["fediversity_providers_garage_bucket"]) == {"garage", "garage_emulator", "garage_s3"}
     assert fixtures_of(ENTRY_POINTS["fediversity_providers_proxmox_vm"]) == {"pve_emulator", "pve_cluster"}
+    assert fixtures_of(ENTRY_POINTS["fediversity_providers_garage_cluster"]) == {"garage_cluster"}
 
 
 def test_the_readme_architecture_names_every_core_module_and_every_entry_points_fixtures():

@@ -40,18 +40,11 @@ import secrets
 import threading
 from typing import Any, Callable
 
-from .emulator import ApiError, GarageEmulator
+from .emulator import CLUSTER_OPERATIONS, ApiError, GarageEmulator
 
 __all__ = ["GarageCluster", "Node", "CLUSTER_OPERATIONS", "write_quorum"]
 
 PARTITIONS = 256
-#: operationIds of both documents that the cluster answers (the rest go to the bucket emulator)
-CLUSTER_OPERATIONS = {
-    "GetClusterStatus", "GetNodes", "GetClusterHealth", "GetHealth", "ConnectClusterNodes", "AddNode",
-    "GetClusterLayout", "GetLayout", "UpdateClusterLayout", "AddLayout", "PreviewClusterLayoutChanges",
-    "ApplyClusterLayout", "ApplyLayout", "RevertClusterLayout", "RevertLayout", "GetNodeInfo",
-    "GetClusterLayoutHistory",
-}
 
 
 def write_quorum(rf: int) -> int:

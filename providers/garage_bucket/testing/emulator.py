@@ -20,6 +20,13 @@ from .openapi import Spec, SpecViolation
 __all__ = ["GarageEmulator", "MotoS3", "Fault"]
 
 PERMS = ("read", "write", "owner")
+#: operationIds of both documents that a node of a :class:`.cluster.GarageCluster` hands to its cluster
+CLUSTER_OPERATIONS = frozenset({
+    "GetClusterStatus", "GetNodes", "GetClusterHealth", "GetHealth", "ConnectClusterNodes", "AddNode",
+    "GetClusterLayout", "GetLayout", "UpdateClusterLayout", "AddLayout", "PreviewClusterLayoutChanges",
+    "ApplyClusterLayout", "ApplyLayout", "RevertClusterLayout", "RevertLayout", "GetNodeInfo",
+    "GetClusterLayoutHistory",
+})
 
 
 def _now() -> str:
@@ -268,11 +275,8 @@ class GarageEmulator:
             return 200, self.bucket_info(b, v)
 
     def _dispatch(self, v: str, op: str, q: dict, body: dict) -> tuple[int, Any]:
-        if self.cluster is not None:
-            from .cluster import CLUSTER_OPERATIONS
-
-            if op in CLUSTER_OPERATIONS:
-                return self.cluster.dispatch(self.node, v, op, q, body)
+        if self.cluster is not None and op in CLUSTER_OPERATIONS:
+            return self.cluster.dispatch(self.node, v, op, q, body)
         if op in ("GetClusterHealth", "GetHealth"):
             return 200, {"status": "healthy", "knownNodes": 1, "connectedNodes": 1, "storageNodes": 1,
                          "storageNodesOk": 1, "partitions": 256, "partitionsQuorum": 256, "partitionsAllOk": 256}
