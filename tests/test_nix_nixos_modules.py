@@ -96,8 +96,31 @@ def test_garage_three_nodes(tmp_path):
     assert result["warnings"] == []
 
 
+def test_garage_node_of_a_cluster(tmp_path):
+    """One node of a garage_cluster cluster: the shared secret as a key file, its address, zone and modes."""
+    result = garage(tmp_path, replicationFactor=3, consistencyMode="degraded", zone="paris",
+                    rpcPublicAddr="192.0.2.21:3901", openFirewall=True)
+    toml = result["garageToml"]
+    assert toml["replication_factor"] == 3 and toml["consistency_mode"] == "degraded"
+    assert toml["rpc_public_addr"] == "192.0.2.21:3901" and toml["rpc_bind_addr"] == "[::]:3901"
+    assert toml["rpc_secret_file"] == GARAGE["rpcSecretFile"] and "rpc_secret" not in toml
+    assert toml.get("bootstrap_peers", []) == []  # garage_cluster connects the nodes
+    assert result["view"]["networking"]["firewall"]["allowedTCPPorts"] == [3900, 3901]
+    unit = result["view"]["systemd"]["services"]["garage"]
+    assert GARAGE["rpcSecretFile"] in unit["unitConfig"]["ConditionPathExists"]  # starts once the secret is there
+    assert "garage-layout" not in result["view"]["systemd"]["services"]  # the layout is garage_cluster's
+    assert unit["description"] == "Garage object store, zone paris"
+    assert result["warnings"] == []
+    assert garage(tmp_path)["garageToml"]["consistency_mode"] == "consistent"
+
+
 @pytest.mark.parametrize("values, message", [
     ({"replicationFactor": 3}, "rpcPublicAddr"),
+    ({"replicationFactor": 2}, "replicationFactor = 2 makes this node one of a cluster"),
+    ({"replicationFactor": 8, "rpcPublicAddr": "x:3901"}, "replicationFactor"),
+    ({"consistencyMode": "eventual"}, "consistencyMode"),
+    ({"zone": "two words"}, "zone"),
+    ({"rpcSecretFile": "/nix/store/abc-rpc-secret"}, "Nix store"),
     ({"metricsTokenFile": "/nix/store/abc-token"}, "Nix store"),
     ({"openAdminFirewall": True}, "SSH tunnel"),
 ])

@@ -15,6 +15,11 @@
 # Buckets, keys and permissions are garage_bucket's job, through the admin API,
 # which listens on the node's localhost only: garage_bucket reaches it through
 # an SSH tunnel (its `ssh` input).
+#
+# One node of a cluster: the same rpcSecretFile content (one secret, uploaded
+# to every node as a key), replicationFactor and consistencyMode on every
+# node, each with its rpcPublicAddr and zone; garage_cluster connects the
+# nodes and applies their layout (nix-modules/examples/cluster).
 {
   config,
   lib,
@@ -80,15 +85,42 @@ in
     };
 
     replicationFactor = mkOption {
-      type = types.enum [
-        1
-        3
-      ];
+      type = types.ints.between 1 7;
       default = 1;
       description = ''
-        How many nodes hold a copy of each object: 1 for a single node, 3 for
-        a cluster of (at least) three nodes, each with this module.  Garage
-        cannot change it once data is stored.
+        How many nodes hold a copy of each object (Garage's
+        `replication_factor`): 1 for a single node, 3 for a cluster of nodes
+        in (at least) three zones, each with this module and the same value.
+        Give garage_cluster the same `replicationFactor`.  Garage cannot
+        change it once data is stored.
+      '';
+    };
+
+    consistencyMode = mkOption {
+      type = types.enum [
+        "consistent"
+        "degraded"
+        "dangerous"
+      ];
+      default = "consistent";
+      description = ''
+        Garage's `consistency_mode`: `consistent` (reads and writes wait for
+        a quorum: read-after-write holds), `degraded` (reads from one node:
+        available with one node of three left, reads may be stale) or
+        `dangerous` (writes to one node too).  Every node of a cluster must
+        have the same.
+      '';
+    };
+
+    zone = mkOption {
+      type = types.strMatching "[A-Za-z0-9_.-]+";
+      default = "dc1";
+      example = "paris";
+      description = ''
+        The zone (failure domain: a site, a building) this node is in.
+        Garage keeps the copies of an object in different zones.  In a
+        cluster, garage_cluster assigns the zones: give its entry for this
+        node the same `zone` (the cluster example takes both from one list).
       '';
     };
 
@@ -96,14 +128,22 @@ in
       type = types.nullOr types.str;
       default = null;
       example = "192.0.2.10:3901";
-      description = "The address other nodes reach this one's RPC port at (needed with 3 nodes).";
+      description = ''
+        Garage's `rpc_public_addr`: the address other nodes reach this one's
+        RPC port at, `<host>:<rpcPort>` (needed in a cluster).  garage_cluster
+        names the node by it (its `rpcAddress`), or by the machine's host.
+      '';
     };
 
     bootstrapPeers = mkOption {
       type = types.listOf types.str;
       default = [ ];
       example = [ "563e1ac825ee3323aa441e72c26d1030d6d4414aeb3dd25287c531e7fc2bc95d@192.0.2.11:3901" ];
-      description = "Other nodes, as `<node id>@<address>:<rpc port>` (`garage node id` prints a node's).";
+      description = ''
+        Other nodes, as `<node id>@<address>:<rpc port>` (`garage node id`
+        prints a node's).  Not needed with garage_cluster, which connects the
+        nodes itself.
+      '';
     };
 
     region = mkOption {
@@ -189,15 +229,16 @@ in
       };
       zone = mkOption {
         type = types.str;
-        default = "dc1";
-        description = "The zone this node is assigned to in the layout.";
+        default = cfg.zone;
+        defaultText = lib.literalExpression "config.fediversity.garageNode.zone";
+        description = "The zone the `garage-layout` unit assigns a single node to.";
       };
     };
 
     openFirewall = mkOption {
       type = types.bool;
       default = false;
-      description = "Open the S3 port, the web port (with webRootDomain), and the RPC port when replicationFactor is 3.";
+      description = "Open the S3 port, the web port (with webRootDomain), and the RPC port in a cluster (replicationFactor above 1).";
     };
   };
 
@@ -205,11 +246,11 @@ in
     assertions = [
       {
         assertion = cfg.replicationFactor == 1 || cfg.rpcPublicAddr != null;
-        message = "fediversity.garageNode: replicationFactor = 3 needs rpcPublicAddr, so that the other nodes can reach this one.";
+        message = "fediversity.garageNode: replicationFactor = ${toString cfg.replicationFactor} makes this node one of a cluster and needs rpcPublicAddr, so that the other nodes can reach this one.";
       }
       {
         assertion = cfg.layout.capacity == null || cfg.replicationFactor == 1;
-        message = "fediversity.garageNode: layout.capacity applies a single node's layout; with 3 nodes, assign and apply the layout by hand.";
+        message = "fediversity.garageNode: layout.capacity applies a single node's layout; a cluster's layout is garage_cluster's job (or assign and apply it by hand).";
       }
       {
         assertion = lib.all (file: !lib.hasPrefix builtins.storeDir file) secretFiles;
@@ -220,9 +261,6 @@ in
         message = "fediversity.garageNode: a Garage node is dedicated to storage; run Mastodon, PeerTube and Pixelfed on other machines (see fediversity.s3Client).";
       }
     ];
-    warnings = lib.optional (cfg.replicationFactor == 3 && cfg.bootstrapPeers == [ ]) ''
-      fediversity.garageNode: replicationFactor = 3 without bootstrapPeers: connect the nodes by hand with `garage node connect`.
-    '';
 
     services.garage = {
       enable = true;
@@ -230,6 +268,7 @@ in
       settings =
         {
           replication_factor = cfg.replicationFactor;
+          consistency_mode = cfg.consistencyMode;
           db_engine = cfg.dbEngine;
           data_dir = cfg.dataDir;
           metadata_dir = cfg.metadataDir;
@@ -276,6 +315,8 @@ in
       "d ${cfg.dataDir} 0700 garage garage - -"
       "d ${cfg.metadataDir} 0700 garage garage - -"
     ];
+    # The zone shows in `systemctl status garage` (Garage itself learns it from the layout).
+    systemd.services.garage.description = lib.mkForce "Garage object store, zone ${cfg.zone}";
     systemd.services.garage.serviceConfig = {
       DynamicUser = lib.mkForce false;
       User = "garage";
@@ -329,7 +370,7 @@ in
     networking.firewall.allowedTCPPorts = lib.optionals cfg.openFirewall (
       [ cfg.s3Port ]
       ++ lib.optional (cfg.webRootDomain != null) cfg.webPort
-      ++ lib.optional (cfg.replicationFactor == 3) cfg.rpcPort
+      ++ lib.optional (cfg.replicationFactor > 1) cfg.rpcPort
     );
   };
 }
