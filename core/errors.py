@@ -20,6 +20,7 @@ __all__ = [
     "AccessDenied",
     "Transient",
     "Unreachable",
+    "TimedOut",
     "ProtocolError",
     "PluginError",
     "ErrorResponse",
@@ -111,6 +112,16 @@ class Unreachable(Transient):
     kind = "unreachable"
 
 
+class TimedOut(ProviderError):
+    """The request's deadline (``FEDIVERSITY_PROVIDERS_TIMEOUT``) passed first.
+
+    Not retryable within the request: there is no time left.  The message
+    says what was under way, because remote work may go on without us.
+    """
+
+    kind = "timed out"
+
+
 class ProtocolError(ProviderError):
     """A message on the wire was not what the protocol allows."""
 
@@ -146,6 +157,7 @@ _KINDS = {
         AccessDenied,
         Transient,
         Unreachable,
+        TimedOut,
         ProtocolError,
         PluginError,
     )

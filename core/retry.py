@@ -37,6 +37,7 @@ def retry(
     max_delay: float = 5.0,
     jitter: bool = True,
     sleep: Callable[[float], None] = time.sleep,
+    fill_window: bool = False,
 ) -> T:
     """``attempt()``'s result, calling it again while it raises a retryable error.
 
@@ -46,6 +47,9 @@ def retry(
     error is raised as it is, with the attempt count added to a
     ``ProviderError``'s message when there was more than one attempt.
     ``what`` names the work in the retry lines ("GET /nodes/pve/qemu").
+    ``fill_window`` shortens the last delay to end at the window's end and
+    tries once more there, for a window an input sets ("keep trying for N
+    seconds" means the last attempt is made near N seconds, not well before).
     """
     give_up = time.monotonic() + max(0.0, window)
     if deadline is not None:
@@ -60,7 +64,10 @@ def retry(
             wait = min(delay, max_delay)
             if jitter:
                 wait *= 0.5 + random.random() / 2
-            if time.monotonic() + wait > give_up:
+            left = give_up - time.monotonic()
+            if fill_window and wait > left > 0.05:
+                wait = left
+            if wait > left:
                 if count > 1 and hasattr(error, "message"):
                     error.message += f" (after {count} attempts)"
                 raise

@@ -19,7 +19,10 @@ import shlex
 from .errors import InvalidInput
 from .printable import printable as _printable
 
-__all__ = ["refuse_control", "ssh_config_value", "shell_quote", "header_value", "path_component", "printable"]
+__all__ = [
+    "refuse_control", "ssh_config_value", "shell_quote", "header_value", "path_component", "printable",
+    "host_name", "user_name",
+]
 
 # C0 controls, DEL, C1 controls, the Unicode line and paragraph separators,
 # and the bidirectional controls (which can hide what a value really says).
@@ -38,20 +41,64 @@ def refuse_control(value: str, *, field: str) -> str:
     return value
 
 
-def ssh_config_value(value: str, *, field: str) -> str:
-    """``value`` quoted for one ``ssh_config`` argument.
+def ssh_config_value(value: str, *, field: str, tokens: bool = False) -> str:
+    """``value`` quoted for one ``ssh_config`` argument, read back by ssh as it is.
 
-    ssh_config has no escape for a double quote inside quotes, so values with
-    one are refused, as are control characters.  A leading ``-`` is fine here:
-    an ssh_config argument is never taken as an option.
+    ssh_config reads a double-quoted argument with ``\\`` and ``\\"`` as
+    escapes, so both are escaped; control characters (a newline would start
+    a new directive) are refused.  Directives that expand ``%`` tokens
+    (``IdentityFile``, ``UserKnownHostsFile``, ``ControlPath``, ``HostName``)
+    are written with ``tokens=True``, which doubles every ``%``.  A leading
+    ``-`` is harmless: an ssh_config argument is never taken as an option.
     """
     refuse_control(value, field=field)
-    if '"' in value:
-        raise InvalidInput("holds a double quote, which ssh_config cannot quote", field=field,
-                           hint="remove it; nothing was changed")
-    if value and not re.search(r'[\s#\'\\%=,]', value):
+    if not value:
+        raise InvalidInput("is empty", field=field, hint="give a value; nothing was changed")
+    if tokens:
+        value = value.replace("%", "%%")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+_USER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+
+
+def host_name(value: str, *, field: str) -> str:
+    """``value`` if it is a host name, an IPv4 address or an IPv6 literal; else InvalidInput.
+
+    The same rule as the ``ssh.host`` schemas, applied again where the value
+    is written, so that a plugin passing an unchecked value is refused too.
+    IPv6 literals are written without brackets (ssh and Nix add their own).
+    """
+    import ipaddress
+
+    refuse_control(value, field=field)
+    if ":" in value:
+        try:
+            ipaddress.IPv6Address(value)
+            return value
+        except ValueError:
+            pass
+    elif len(value) <= 253 and _HOST_NAME.fullmatch(value):
         return value
-    return f'"{value}"'
+    raise InvalidInput(
+        f"{printable(value, 80)!r} is not a host name, an IPv4 address or an IPv6 literal", field=field,
+        hint="give e.g. 'vm1.example.org', '192.0.2.10' or '2001:db8::10' (no brackets, no port); "
+             "nothing was changed",
+    )
+
+
+def user_name(value: str, *, field: str) -> str:
+    """``value`` if it is a POSIX user name (letters, digits, ``_ . -``, at most 32); else InvalidInput."""
+    refuse_control(value, field=field)
+    if _USER_NAME.fullmatch(value):
+        return value
+    raise InvalidInput(
+        f"{printable(value, 80)!r} is not a POSIX user name", field=field,
+        hint="give a name of letters, digits, '_', '.' or '-' that does not start with a digit or '-' "
+             "(at most 32 characters); nothing was changed",
+    )
 
 
 def shell_quote(value: str, *, field: str) -> str:

@@ -136,11 +136,13 @@ def test_every_writer_refuses_control_characters(before, control, after):
             writer(value, field="inputProperties.ssh.host")
 
 
-def test_ssh_config_value_quotes_what_needs_it_and_refuses_quotes():
-    assert ssh_config_value("host.example", field="f") == "host.example"
+def test_ssh_config_value_quotes_every_value_and_escapes_tokens():
+    assert ssh_config_value("host.example", field="f") == '"host.example"'
     assert ssh_config_value("/path with space/key", field="f") == '"/path with space/key"'
-    with pytest.raises(InvalidInput, match="double quote"):
-        ssh_config_value('a"b', field="f")
+    assert ssh_config_value('a"b\\c', field="f") == '"a\\"b\\\\c"'
+    assert ssh_config_value("/k/%h", field="f", tokens=True) == '"/k/%%h"'
+    with pytest.raises(InvalidInput, match="is empty"):
+        ssh_config_value("", field="f")
 
 
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs")), max_size=30))

@@ -5,7 +5,7 @@ One attempt: TCP connect, SSH banner, key exchange and login all within
 trust-on-first-use: paramiko rejects any other key before authenticating, so
 no command ever runs on an impostor); login only with the given key file (no
 agent, no password or keyboard-interactive).  Transient failures are retried
-with exponential backoff while ``retryTimeout`` lasts.
+(core's one retry helper) while ``retryTimeout`` lasts, within the request's deadline.
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ import time
 import fabric
 import paramiko
 
-from fediversity_providers import Context, ProviderError
+from fediversity_providers import Context, ProviderError, TimedOut
+from fediversity_providers.core.engine import TIMEOUT_ENV
+from fediversity_providers.core.retry import retry
+from fediversity_providers.core.untrusted import host_name, user_name
 
 from . import facts, keys
 from .errors import classify
@@ -29,46 +32,48 @@ logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 __all__ = ["observe"]
 
-_FIRST_BACKOFF = 0.25
-_MAX_BACKOFF = 5.0
-
 
 def observe(inputs: dict, ctx: Context) -> dict:
     """Connect (retrying transient failures), gather facts, check ``expect``; the outputs."""
     ssh = dict(inputs["ssh"])
+    # The schema says so too; checked again here, where the value is used.
+    host_name(ssh["host"], field="ssh.host")
+    user_name(ssh["user"], field="ssh.user")
     kind, blob = keys.parse_host_key(ssh["hostPublicKey"])
     ssh["hostPublicKey"] = f"{kind} {base64.b64encode(blob).decode()}"  # without the comment
     pinned = keys.host_key_object(kind, blob)
     pkey = keys.load_private_key(ssh["privateKeyFile"], ctx) if ssh.get("privateKeyFile") else None
 
-    give_up = time.monotonic() + inputs.get("retryTimeout", 0)
-    remaining = ctx.remaining()
-    if remaining is not None:
-        give_up = min(give_up, time.monotonic() + remaining)
-    backoff, attempt = _FIRST_BACKOFF, 1
-    while True:
-        try:
-            found = _attempt(ssh, pinned, pkey)
-            break
-        except ProviderError as error:
-            left = give_up - time.monotonic()
-            if not error.retryable or left <= 0:
-                if attempt > 1:
-                    error.message += f" (after {attempt} attempts)"
-                raise
-            delay = min(backoff, left, _MAX_BACKOFF)
-            ctx.progress("retrying", f"{error.message}; attempt {attempt + 1} in {delay:.2f}s")
-            time.sleep(delay)
-            backoff *= 2
-            attempt += 1
+    found = retry(lambda: _attempt(ssh, pinned, pkey, ctx), window=inputs.get("retryTimeout", 0),
+                  deadline=ctx.deadline, what=f"connecting to {ssh['host']}:{ssh['port']}",
+                  log=lambda line: ctx.progress("retrying", line), fill_window=True)
     outputs = facts.parse(found)
     outputs["ssh"] = ssh
     facts.check_expect(outputs, inputs.get("expect") or {})
     return outputs
 
 
-def _attempt(ssh: dict, pinned, pkey) -> str:
-    host, port, timeout = ssh["host"], ssh["port"], ssh["connectTimeout"]
+def _attempt(ssh: dict, pinned, pkey, ctx: Context) -> str:
+    """One attempt, bounded by the request's deadline as well as by ``connectTimeout``."""
+    host, port = ssh["host"], ssh["port"]
+    left = ctx.remaining()
+    if left is None or left >= ssh["connectTimeout"]:
+        return _attempt_within(ssh, pinned, pkey, ssh["connectTimeout"])
+    late = TimedOut(f"connecting to {host}:{port}: the request's deadline ({TIMEOUT_ENV}) passed; "
+                    "nothing was run on the machine", field="ssh.host",
+                    hint=f"raise {TIMEOUT_ENV} or unset it, then apply again")
+    if left <= 0.05:
+        raise late
+    try:
+        return _attempt_within(ssh, pinned, pkey, left)
+    except ProviderError:
+        if (ctx.remaining() or 0) <= 0.1:
+            raise late from None
+        raise
+
+
+def _attempt_within(ssh: dict, pinned, pkey, timeout: float) -> str:
+    host, port = ssh["host"], ssh["port"]
     deadline = time.monotonic() + timeout
     try:
         sock = socket.create_connection((host, port), timeout=timeout)

@@ -41,7 +41,8 @@ def record_path(profile: str) -> str:
 def _target(inputs: dict, ctx: Context) -> Target:
     ssh = inputs["ssh"]
     host = ssh["host"]
-    return Target(ssh, sudo=inputs.get("sudo"), log=lambda line: ctx.log("%s: %s", host, line))
+    return Target(ssh, sudo=inputs.get("sudo"), log=lambda line: ctx.log("%s: %s", host, line),
+                  deadline=ctx.deadline)
 
 
 def _int_or_none(value: str | None) -> int | None:
@@ -93,7 +94,13 @@ def copy_closure(target: Target, path: str, paths: list[str], inputs: dict, ctx:
         argv.append("--derivation")
     argv.append(path)
     started = time.monotonic()
-    proc = subprocess.run(argv, env=target.nix_env(), capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    left = target.time_left("copying the closure", "nothing was copied or activated")
+    try:
+        proc = subprocess.run(argv, env=target.nix_env(), capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                              timeout=left)
+    except subprocess.TimeoutExpired:
+        target.take_ssh_log()
+        raise target.timed_out("copying the closure", "the copy was stopped and nothing was activated") from None
     diag = target.take_ssh_log()
     if proc.returncode != 0:
         nix_said = proc.stderr.strip().splitlines()[-3:]

@@ -26,7 +26,10 @@ import threading
 import time
 from typing import Callable
 
-from fediversity_providers.core.errors import AccessDenied, InvalidInput, ProviderError, Unreachable
+from fediversity_providers.core.engine import TIMEOUT_ENV
+from fediversity_providers.core.errors import AccessDenied, InvalidInput, ProviderError, TimedOut, Unreachable
+from fediversity_providers.core.secretfile import open_regular_file
+from fediversity_providers.core.untrusted import host_name, refuse_control, ssh_config_value, user_name
 
 _ALIAS = "fediversity-target"
 
@@ -52,8 +55,11 @@ _UNREACHABLE_SIGNS = (
 )
 
 
-def _quote_config(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def _whole_number(value: object, *, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"expected a whole number, got {type(value).__name__}", field=field,
+                           hint="nothing was changed")
+    return value
 
 
 class Result:
@@ -72,12 +78,14 @@ class Result:
 class Target:
     """One machine, as the ``ssh`` input object describes it.  Use as a context manager."""
 
-    def __init__(self, ssh: dict, *, sudo: bool | None = None, log: Callable[[str], None] | None = None) -> None:
+    def __init__(self, ssh: dict, *, sudo: bool | None = None, log: Callable[[str], None] | None = None,
+                 deadline: float | None = None) -> None:
         self.ssh = ssh
+        self.deadline = deadline  # the request's, a time.monotonic() instant
         self.host = ssh["host"]
-        self.port = int(ssh.get("port", 22))
+        self.port = _whole_number(ssh.get("port", 22), field="ssh.port")
         self.user = ssh.get("user", "root")
-        self.connect_timeout = int(ssh.get("connectTimeout", 10))
+        self.connect_timeout = _whole_number(ssh.get("connectTimeout", 10), field="ssh.connectTimeout")
         self.sudo = (self.user != "root") if sudo is None else sudo
         self.log = log or (lambda line: None)
         self.dir = tempfile.mkdtemp(prefix="fediversity-nixos-config-")
@@ -91,25 +99,53 @@ class Target:
 
     # -- set-up -----------------------------------------------------------
     def _write_config(self) -> None:
+        """The ``ssh_config``: every value checked and quoted, pinning written first.
+
+        ssh takes the *first* value it reads for a directive, so the
+        directives that keep the connection pinned (host key, no fallback
+        authentication, no proxy, no forwarding) come before anything an
+        input shapes; and since every input is checked (host name, user
+        name, port) and quoted, no input can add a directive of its own.
+        """
+        host = host_name(self.host, field="ssh.host")
+        user = user_name(self.user, field="ssh.user")
+        if not 1 <= self.port <= 65535:
+            raise InvalidInput(f"port {self.port} is not between 1 and 65535", field="ssh.port",
+                               hint="give the machine's SSH port; nothing was changed")
+        if not 1 <= self.connect_timeout <= 3600:
+            raise InvalidInput(f"{self.connect_timeout} is not between 1 and 3600 seconds",
+                               field="ssh.connectTimeout", hint="give a timeout in seconds; nothing was changed")
         key = " ".join(self.ssh["hostPublicKey"].split()[:2])  # a trailing comment is ignored
+        refuse_control(key, field="ssh.hostPublicKey")
         known_hosts = os.path.join(self.dir, "known_hosts")
         with open(known_hosts, "w") as f:
             f.write(f"{_ALIAS} {key}\n")
         alive = max(1, self.connect_timeout // 3)
         lines = [
             f"Host {_ALIAS}",
-            f"  HostName {self.host}",
-            f"  Port {self.port}",
-            f"  User {self.user}",
+            # -- pinning and what must never change, first --
             f"  HostKeyAlias {_ALIAS}",
-            f"  UserKnownHostsFile {_quote_config(known_hosts)}",
+            f"  UserKnownHostsFile {ssh_config_value(known_hosts, field='ssh_config', tokens=True)}",
             "  GlobalKnownHostsFile /dev/null",
             "  StrictHostKeyChecking yes",
             "  CheckHostIP no",
             "  UpdateHostKeys no",
+            "  VerifyHostKeyDNS no",
+            "  KnownHostsCommand none",
+            "  ProxyCommand none",
+            "  ProxyJump none",
+            "  PermitLocalCommand no",
+            "  ForwardAgent no",
+            "  ForwardX11 no",
+            "  ClearAllForwardings yes",
             "  BatchMode yes",
             "  PasswordAuthentication no",
             "  KbdInteractiveAuthentication no",
+            "  IdentityAgent none",
+            # -- then what the inputs say, checked and quoted --
+            f"  HostName {ssh_config_value(host, field='ssh.host', tokens=True)}",
+            f"  Port {self.port}",
+            f"  User {ssh_config_value(user, field='ssh.user')}",
             f"  ConnectTimeout {self.connect_timeout}",
             f"  ServerAliveInterval {alive}",
             "  ServerAliveCountMax 3",
@@ -117,22 +153,17 @@ class Target:
             # One connection for the whole request (copy and activation);
             # the magic-rollback confirmation opts out to prove a fresh one works.
             "  ControlMaster auto",
-            f"  ControlPath {_quote_config(os.path.join(self.dir, 'mux'))}",
+            f"  ControlPath {ssh_config_value(os.path.join(self.dir, 'mux'), field='ssh_config', tokens=True)}",
             "  ControlPersist 30",
         ]
         key_file = self.ssh.get("privateKeyFile")
-        lines.append("  IdentityAgent none")
         if not key_file:
             lines += [f"  IdentityFile ~/.ssh/{name}" for name in ("id_ed25519", "id_ecdsa", "id_rsa")]
-            lines.append("  IdentitiesOnly yes")
         else:
-            if not os.path.isfile(key_file):
-                raise InvalidInput(
-                    f"private key file {key_file} does not exist",
-                    field="ssh.privateKeyFile",
-                    hint="give the path of an existing private key readable by the provider",
-                )
-            lines += [f"  IdentityFile {_quote_config(key_file)}", "  IdentitiesOnly yes"]
+            # A regular file, checked without blocking: a FIFO would hang ssh.
+            os.close(open_regular_file(os.path.expanduser(key_file), field="ssh.privateKeyFile"))
+            lines.append(f"  IdentityFile {ssh_config_value(key_file, field='ssh.privateKeyFile', tokens=True)}")
+        lines.append("  IdentitiesOnly yes")
         with open(self.config, "w") as f:
             f.write("\n".join(lines) + "\n")
 
@@ -211,6 +242,22 @@ class Target:
         digest = base64.b64encode(hashlib.sha256(raw).digest()).decode().rstrip("=")
         return f"{kind} SHA256:{digest}"
 
+    # -- the request's deadline -------------------------------------------
+    def time_left(self, what: str, consequence: str) -> float | None:
+        """Seconds before the request's deadline, or None; TimedOut when none are left."""
+        if self.deadline is None:
+            return None
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise self.timed_out(what, consequence)
+        return left
+
+    def timed_out(self, what: str, consequence: str) -> TimedOut:
+        return TimedOut(
+            f"{what} on {self.label}: the request's deadline ({TIMEOUT_ENV}) passed; {consequence}",
+            hint=f"raise {TIMEOUT_ENV} or unset it, then apply again",
+        )
+
     # -- running commands -------------------------------------------------
     def run(self, script: str, args: list[str], *, timeout: float | None = None, what: str = "remote command",
             relay: bool = False, fresh: bool = False) -> Result:
@@ -220,6 +267,12 @@ class Target:
         Raises the ssh error kind when ssh itself failed (status 255 with a
         diagnostic); otherwise returns the result, whatever the status.
         """
+        consequence = ("it was stopped, but may have gone on on the machine: read the resource to see "
+                       "what the machine runs")
+        left = self.time_left(what, "nothing more was started")
+        by_deadline = left is not None and (timeout is None or left < timeout)
+        if by_deadline:
+            timeout = left
         remote = ["sh", "-c", script, "fp", *args]
         if self.sudo:
             remote = ["sudo", "-n", "--", *remote]
@@ -261,8 +314,11 @@ class Target:
         finally:
             if killer is not None:
                 killer.cancel()
-            reader.join(5)
+            # A killed client's connection master may keep stderr open: wait briefly then.
+            reader.join(0.5 if proc.returncode is not None and proc.returncode < 0 else 5)
         diag = self.take_ssh_log()
+        if by_deadline and status < 0 and timeout is not None and time.monotonic() - started >= timeout:
+            raise self.timed_out(what, consequence)
         if status == 255 or (status < 0 and timeout is not None):
             # Our remote program never exits 255: this is ssh giving up.
             timed_out = timeout is not None and time.monotonic() - started >= timeout

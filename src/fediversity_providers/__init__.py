@@ -14,6 +14,7 @@ from fediversity_providers.core.errors import (
     PluginError,
     ProtocolError,
     ProviderError,
+    TimedOut,
     Transient,
     Unreachable,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "ProviderError",
     "Resource",
     "ResourceType",
+    "TimedOut",
     "Transient",
     "Unreachable",
     "hookimpl",
