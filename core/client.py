@@ -9,17 +9,23 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from typing import Sequence
 
 from . import messages as m
-from .errors import ProtocolError, ProviderError, from_message
+from .errors import ProtocolError, ProviderError, TimedOut, from_message
+from .wire import parse_line
 
 __all__ = ["ProviderProcess", "default_provider_argv", "response_payload"]
 
 
 def default_provider_argv() -> list[str]:
-    """This suite's own ``serve``, with the interpreter running now."""
-    return [sys.executable, "-m", "fediversity_providers", "serve"]
+    """This suite's own ``serve``, with the interpreter running now.
+
+    ``-P``: the current directory is not put first on ``sys.path``, so a
+    checkout (a plugin's source directory, say) cannot shadow what is installed.
+    """
+    return [sys.executable, "-P", "-m", "fediversity_providers", "serve"]
 
 
 class ProviderProcess:
@@ -42,32 +48,62 @@ class ProviderProcess:
                 hint="check --provider-exe: it must be an executable NixOps4 provider",
             ) from None
 
-    def send(self, message: dict) -> dict:
-        """Write one request value, return the one response value, raw."""
-        line = json.dumps(message, separators=(",", ":")) + "\n"
-        return json.loads(self.send_line(line.encode()))
+    def send(self, message: dict, *, timeout: float | None = None) -> dict:
+        """Write one request value, return the one response value.
 
-    def send_line(self, line: bytes) -> bytes:
-        """Write one raw line, return the raw response line."""
+        The answer is parsed as strictly as NixOps4 does (``NaN``, lone
+        surrogates, nesting deeper than 64 are a :class:`ProtocolError`).
+        """
+        line = json.dumps(message, separators=(",", ":")) + "\n"
+        answer = self.send_line(line.encode(), timeout=timeout)
+        try:
+            return parse_line(answer)
+        except ProtocolError as error:
+            raise ProtocolError(f"the provider {self.argv[0]!r} answered something NixOps4 cannot read: "
+                                f"{error.message}", hint="the provider has a bug: report it to its authors") from None
+
+    def send_line(self, line: bytes, *, timeout: float | None = None) -> bytes:
+        """Write one raw line, return the raw response line.
+
+        With ``timeout``, a provider that has not answered within that many
+        seconds is killed and the wait ends with a :class:`TimedOut`.
+        """
         assert self._process.stdin and self._process.stdout
         try:
             self._process.stdin.write(line)
             self._process.stdin.flush()
         except BrokenPipeError:
             pass  # the read below reports the exit
-        answer = self._process.stdout.readline()
+        killer, fired = None, threading.Event()
+
+        def stop() -> None:
+            fired.set()
+            self._process.kill()
+
+        if timeout is not None:
+            killer = threading.Timer(timeout, stop)
+            killer.daemon = True
+            killer.start()
+        try:
+            answer = self._process.stdout.readline()
+        finally:
+            if killer is not None:
+                killer.cancel()
         if not answer:
             status = self._process.wait()
+            if fired.is_set():
+                raise TimedOut(f"the provider {self.argv[0]!r} did not answer within {timeout:g}s and was stopped",
+                               hint="raise --timeout, or look at its stderr above for what it was doing")
             raise ProtocolError(
                 f"the provider {self.argv[0]!r} exited with status {status} without answering",
                 hint="its stderr above says why",
             )
         return answer
 
-    def request(self, request: object) -> object:
+    def request(self, request: object, *, timeout: float | None = None) -> object:
         """Send a request object; return the response object or raise the error it reports."""
         body = m.converter.unstructure(request)
-        response = m.decode(self.send({m.kind_of(request): body}))
+        response = m.decode(self.send({m.kind_of(request): body}, timeout=timeout))
         if isinstance(response, m.ErrorResponse):
             raise from_message(response.message)
         return response

@@ -176,14 +176,20 @@ class Engine:
     def _dispatch(self, kind: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         if kind == "createResourceRequest":
             rtype = self.registry.get(body["type"])
-            if rtype.requires_state and not body["isStateful"]:
-                raise InvalidInput(
-                    "this resource type needs its outputs persisted, but the request says isStateful: false",
-                    resource=rtype.name,
-                    field="isStateful",
-                    hint="give the resource a state (NixOps4: requireState) before creating it",
-                )
-            inputs, _ = self._inputs(rtype, body["inputProperties"], "inputProperties")
+            stateless = rtype.requires_state and not body["isStateful"]
+            state_problem = ("isStateful: this resource type needs its outputs persisted, but the request says "
+                             "isStateful: false")
+            state_hint = "give the resource a state (NixOps4: requireState; the runner: --stateful)"
+            try:
+                inputs, _ = self._inputs(rtype, body["inputProperties"], "inputProperties")
+            except InvalidInput as error:
+                if stateless:  # one answer names every problem, the missing state too
+                    error.message += f"; and {state_problem}"
+                    error.hint = f"{error.hint}; and {state_hint}" if error.hint else state_hint
+                raise
+            if stateless:
+                raise InvalidInput(state_problem.partition(": ")[2], resource=rtype.name, field="isStateful",
+                                   hint=state_hint + " before creating it")
             ctx = self._context(rtype.name, body["isStateful"])
             with self.plugin_guard:
                 outputs = rtype.create(self._structured(rtype, inputs), ctx)

@@ -70,6 +70,24 @@ def _wanted(ep: EntryPoint) -> bool:
     return ep.name in names or ep.distribution in names
 
 
+def _warn_unknown_selection(eps: list[EntryPoint]) -> None:
+    """One stderr line for each name in the selection that matches no installed plugin (a typo loads nothing)."""
+    only = os.environ.get(ONLY_PLUGINS_ENV)
+    if not only:
+        return
+    external = [ep for ep in eps if ep.distribution != BUILTIN_DISTRIBUTION]
+    known = {ep.name for ep in external} | {ep.distribution for ep in external if ep.distribution}
+    for name in sorted({n.strip() for n in only.split(",") if n.strip()} - known):
+        import difflib
+
+        from .logs import emit
+
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        emit("plugins", f"{ONLY_PLUGINS_ENV} names {name!r}, which is no installed plugin or distribution"
+             + (f" (did you mean {close[0]!r}?)" if close else "")
+             + f"; installed: {', '.join(sorted(known)) or 'none'}", level="warning")
+
+
 class _OneType:
     """A plugin made of one ResourceType instance (what tests pass most often)."""
 
@@ -148,8 +166,13 @@ class Registry:
                 resource=name,
                 hint=_FIX_HINT,
             )
+        import difflib
+
+        close = difflib.get_close_matches(str(name), list(self.types), n=1)
         raise InvalidInput(
-            f"unknown resource type {name!r}; this provider knows: {known}",
+            f"unknown resource type {name!r}"
+            + (f" (did you mean {close[0]!r}?)" if close else "")
+            + f"; this provider knows: {known}",
             field="type",
             hint="check the type name, or install the plugin that provides it",
         )
@@ -222,7 +245,9 @@ class Registry:
     def _load(self) -> dict[str, Registration]:
         origins: dict[str, tuple[str, str | None]] = {}
         if self._use_entry_points:
-            for ep in discover(hookspecs.PROJECT):
+            found_eps = list(discover(hookspecs.PROJECT))
+            _warn_unknown_selection(found_eps)
+            for ep in found_eps:
                 if not _wanted(ep):
                     continue
                 try:

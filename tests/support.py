@@ -13,6 +13,7 @@ from fediversity_providers.core.plugins import Registry
 from fediversity_providers.testing.prereq import require
 
 FIXTURES = Path(__file__).parent / "fixtures"
+REFERENCE = Path(__file__).parent / "reference"
 SERVE = [sys.executable, "-m", "fediversity_providers", "serve"]
 
 

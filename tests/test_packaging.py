@@ -62,3 +62,43 @@ def test_the_sdists_tests_collect_as_the_checkouts_do(sdist):
         return sorted(line for line in result.stdout.splitlines() if "::" in line)
 
     assert collected(sdist) == collected(REPO)
+
+
+def test_the_testing_extra_holds_exactly_what_the_kit_imports():
+    from importlib.metadata import requires
+
+    extra = sorted(r.split(";")[0].split(">")[0].split("<")[0].split("=")[0].strip()
+                   for r in requires("fediversity-providers") if 'extra == "testing"' in r)
+    assert extra == ["hypothesis", "hypothesis-jsonschema", "pytest"]
+
+
+@pytest.mark.parametrize("module", ["pytest", "hypothesis", "hypothesis_jsonschema"])
+def test_the_kit_without_its_extra_names_the_extra(module):
+    import subprocess
+    import sys
+
+    code = f"import sys; sys.modules[{module!r}] = None; import fediversity_providers.testing"
+    done = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "pip install 'fediversity-providers[testing]'" in done.stderr and module in done.stderr
+
+
+def test_a_provider_subprocess_does_not_serve_a_checkout_in_the_current_directory(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    # A directory that looks like the package: run from it, `python -m` would import it first.
+    shadow = tmp_path / "fediversity_providers"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise SystemExit('the checkout was imported')\n")
+    (shadow / "__main__.py").write_text("raise SystemExit('the checkout was imported')\n")
+    done = subprocess.run([sys.executable, "-P", "-m", "fediversity_providers", "create", "--type", "proxmox_vm"],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert "the checkout was imported" not in done.stderr
+    from fediversity_providers.core.client import default_provider_argv
+    assert "-P" in default_provider_argv()
+    line = subprocess.run([*default_provider_argv()], input=json.dumps(
+        {"createResourceRequest": {"type": "nope", "inputProperties": {}, "isStateful": False}}) + "\n",
+        capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert "unknown resource type 'nope'" in line.stdout
