@@ -207,3 +207,29 @@ def test_a_fifo_as_private_key_is_refused_at_once(fake_nixos_hosts, toplevel_bui
             driver.create(provider, inputs)
     assert "ssh.privateKeyFile" in str(caught.value)
     assert time.monotonic() - started < 5
+
+
+# -- what a machine answers is not trusted either --------------------------------------------
+
+#: What the machine's PATH holds instead of the real tool (its `sh` is what runs the facts script).
+HOSTILE_TOOLS = {
+    "floods": ("/usr/local/bin/sh", "#!/bin/dash\nexec yes hostname=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n"),
+    "escapes": ("/usr/local/bin/uname", "#!/bin/sh\nprintf 'evil\\033]0;owned\\007host\\n'\n"),
+    "long": ("/usr/local/bin/uname", "#!/bin/sh\nprintf '%0300d\\n' 0\n"),
+}
+
+
+@pytest.mark.parametrize("how", sorted(HOSTILE_TOOLS))
+def test_a_machine_answering_nonsense_facts_is_refused_by_name(ssh_hosts, how):
+    from fediversity_providers import ProtocolError
+
+    host, = ssh_hosts(1, own_root=True)
+    host.write_file(*HOSTILE_TOOLS[how], mode=0o755)
+    started = time.monotonic()
+    with InProcessDriver() as driver:
+        with pytest.raises(ProtocolError) as caught:
+            driver.create("existing_vm", {"ssh": host.ssh_input(connectTimeout=10)})
+    message = str(caught.value)
+    assert "ssh.host" in message and "\x1b" not in message and "\x07" not in message
+    assert {"floods": "more than 65536 bytes", "escapes": "control characters", "long": "too long"}[how] in message
+    assert time.monotonic() - started < 10

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 
-from fediversity_providers import Conflict, ProviderError
+from fediversity_providers import Conflict, ProtocolError
+from fediversity_providers.core.untrusted import printable
 
-__all__ = ["COMMAND", "parse", "check_expect", "nix_system"]
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+__all__ = ["COMMAND", "MAX_ANSWER_BYTES", "parse", "check_expect", "nix_system"]
+
+#: The facts are a few hundred bytes; an answer larger than this is refused.
+MAX_ANSWER_BYTES = 64 * 1024
+#: The longest value one fact may have (a host name is at most 253 characters).
+MAX_VALUE_CHARS = 256
 
 _SCRIPT = r"""
 printf 'hostname=%s\n' "$(uname -n)"
@@ -32,11 +41,18 @@ def nix_system(machine: str, kernel_name: str) -> str:
 
 
 def parse(text: str) -> dict:
+    """The outputs from the facts command's answer; ProtocolError for an answer no real machine gives."""
     found: dict[str, str] = {}
-    for line in text.splitlines():
+    for line in text.split("\n"):
         key, sep, value = line.partition("=")
         if sep:
             found.setdefault(key, value.strip())
+    for key, value in found.items():
+        if len(value) > MAX_VALUE_CHARS or _CONTROL.search(value):
+            raise ProtocolError(
+                f"the machine's answer for {printable(key, 40)!r} is not a fact: {printable(value, 80)!r} "
+                + ("is too long" if len(value) > MAX_VALUE_CHARS else "holds control characters"),
+                field="ssh.host", hint="check the machine: it is not what it should be, or its tools are broken")
     try:
         nix = found.get("nix")
         return {
@@ -50,8 +66,8 @@ def parse(text: str) -> dict:
             "memoryBytes": int(found.get("memkb") or 0) * 1024,
         }
     except (KeyError, ValueError, IndexError):
-        raise ProviderError(
-            f"the machine's facts could not be read from its answer {text[:300]!r}",
+        raise ProtocolError(
+            f"the machine's facts could not be read from its answer {printable(text, 300)!r}",
             field="ssh.host", hint="the machine needs uname, nproc and /proc/meminfo (any Linux has them)",
         ) from None
 

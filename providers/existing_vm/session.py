@@ -17,12 +17,13 @@ import socket
 import time
 
 import fabric
+import invoke
 import paramiko
 
-from fediversity_providers import Context, ProviderError, TimedOut
+from fediversity_providers import Context, ProtocolError, ProviderError, TimedOut
 from fediversity_providers.core.engine import TIMEOUT_ENV
 from fediversity_providers.core.retry import retry
-from fediversity_providers.core.untrusted import host_name, user_name
+from fediversity_providers.core.untrusted import host_name, printable, user_name
 
 from . import facts, keys
 from .errors import classify
@@ -51,6 +52,43 @@ def observe(inputs: dict, ctx: Context) -> dict:
     outputs["ssh"] = ssh
     facts.check_expect(outputs, inputs.get("expect") or {})
     return outputs
+
+
+def _run_capped(client: paramiko.SSHClient, command: str, timeout: float) -> tuple[int, str, str]:
+    """(status, stdout, stderr) of ``command``, reading at most :data:`facts.MAX_ANSWER_BYTES` of each.
+
+    A machine is not trusted to answer a few hundred bytes of facts: past the
+    cap the channel is closed and the answer refused, so a hostile or broken
+    machine cannot make the provider hold gigabytes.
+    """
+    channel = client.get_transport().open_session(timeout=timeout)
+    try:
+        channel.settimeout(timeout)
+        channel.exec_command(command)
+        channel.shutdown_write()
+        out, err = bytearray(), bytearray()
+        give_up = time.monotonic() + timeout
+        while True:
+            while channel.recv_ready() and len(out) <= facts.MAX_ANSWER_BYTES:
+                out += channel.recv(65536)
+            while channel.recv_stderr_ready() and len(err) <= facts.MAX_ANSWER_BYTES:
+                err += channel.recv_stderr(65536)
+            if len(out) > facts.MAX_ANSWER_BYTES or len(err) > facts.MAX_ANSWER_BYTES:
+                raise ProtocolError(
+                    f"the machine answered the facts command with more than {facts.MAX_ANSWER_BYTES} bytes; "
+                    "nothing more was read",
+                    field="ssh.host", hint="check the machine: its shell or profile prints too much, or it is "
+                    "not the machine you meant")
+            if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                break
+            left = give_up - time.monotonic()
+            if left <= 0:  # the machine went silent mid-command
+                raise invoke.CommandTimedOut(None, timeout)
+            select.select([channel], [], [], min(left, 0.5))
+        status = channel.recv_exit_status()
+        return status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+    finally:
+        channel.close()
 
 
 def _attempt(ssh: dict, pinned, pkey, ctx: Context) -> str:
@@ -114,15 +152,17 @@ def _attempt_within(ssh: dict, pinned, pkey, timeout: float) -> str:
         except Exception as error:
             raise classify(error, ssh, pinned, "connecting") from None
         try:
-            result = conn.run(facts.COMMAND, hide=True, warn=True, in_stream=False, timeout=timeout)
+            status, stdout, stderr = _run_capped(conn.client, facts.COMMAND, timeout)
+        except ProviderError:
+            raise
         except Exception as error:
             raise classify(error, ssh, pinned, "gathering facts") from None
-        if result.exited != 0:
+        if status != 0:
             raise ProviderError(
-                f"gathering facts on {host} failed with status {result.exited}: {result.stderr.strip()[-500:]}",
+                f"gathering facts on {host} failed with status {status}: {printable(stderr.strip()[-500:])}",
                 field="ssh.host", hint="the login shell of the user must run POSIX sh commands",
             )
-        return result.stdout
+        return stdout
     finally:
         conn.close()
         sock.close()
