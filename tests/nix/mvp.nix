@@ -1,4 +1,5 @@
-# The MVP example (nix-modules/examples/mvp) as NixOps4 evaluates it, with
+# The MVP example (nix-modules/examples/mvp), or another example given as
+# `exampleDir` (nix-modules/examples/cluster), as NixOps4 evaluates it, with
 # upstream NixOps4's own nix/ (./nixops4.nix), the nixpkgs lib, the real
 # NixOS module system (./nixos) and this repository's flakes, and NixOps4's
 # apply simulated: members are applied in waves, each wave being the members
@@ -9,6 +10,9 @@
 #   nix-instantiate --eval --strict --json -E 'import ./mvp.nix { outputs = ...; extraProviderModules = [ ]; }'
 {
   outputs,
+  # Which example: the MVP, or another one shaped like it (flake.nix with
+  # nixosConfigurations and a `nixops4` root).
+  exampleDir ? ../../nix-modules/examples/mvp,
   # Modules added to the fediversity provider module (inputs that a branch of
   # this repository declares before the generated provider.nix has them).
   extraProviderModules ? [ ],
@@ -42,7 +46,7 @@ let
       };
     };
 
-  example = (import ../../nix-modules/examples/mvp/flake.nix).outputs {
+  example = (import (exampleDir + "/flake.nix")).outputs {
     self = example;
     inherit nixpkgs nixops4;
     fediversity-providers = providersFlake;

@@ -1,5 +1,6 @@
 # Inputs being added to the schemas in parallel with the Nix side, with the
-# shapes agreed for them: nixos_config's `keys` and garage_bucket's `ssh`.
+# shapes agreed for them: nixos_config's `keys`, garage_bucket's and
+# garage_cluster's `ssh`.
 # The tests add a part of this module to the provider module only while the
 # committed schema lacks that input; once the schema has it, the generated
 # provider.nix declares it and this file is not used for it.
@@ -75,6 +76,12 @@ in
     }
     // lib.optionalAttrs (lib.elem "ssh" which) {
       garage_bucket.inputs.options.ssh = mkOption {
+        type = types.nullOr sshType;
+        default = null;
+      };
+    }
+    // lib.optionalAttrs (lib.elem "cluster-ssh" which) {
+      garage_cluster.inputs.options.ssh = mkOption {
         type = types.nullOr sshType;
         default = null;
       };

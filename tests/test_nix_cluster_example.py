@@ -1,0 +1,212 @@
+"""The cluster example (nix-modules/examples/cluster), evaluated for real, as the MVP's is.
+
+Three Garage nodes in three zones, laid out by garage_cluster, the services'
+buckets on that cluster, and the MVP's service machines using them: upstream
+NixOps4's own nix/, the nixpkgs lib, the real NixOS module system with
+nixpkgs' Garage module (tests/nix/), and NixOps4's apply simulated in waves.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from fediversity_providers.core import nulls
+from fediversity_providers.core.plugins import Registry
+from fediversity_providers.testing.nixeval import nix_eval
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTNIX = ROOT / "tests" / "nix"
+EXAMPLE = ROOT / "nix-modules" / "examples" / "cluster"
+NODES = ("garage1", "garage2", "garage3")
+SERVICES = ("mastodon", "peertube", "pixelfed")
+BUCKETS = ("mastodon-media", "peertube-media", "pixelfed-media", "peertube-private")
+RPC_SECRET_FILE = "/var/lib/fediversity/deployer/secrets/garage-rpc-secret"
+
+
+def schemas() -> dict:
+    return {name: reg.resource_type for name, reg in Registry().types.items() if reg.builtin}
+
+
+def pending() -> list[str]:
+    """Inputs the committed schemas do not declare yet (tests/nix/pending-inputs.nix)."""
+    types = schemas()
+    checks = {"keys": ("nixos_config", "keys"), "ssh": ("garage_bucket", "ssh"), "cluster-ssh": ("garage_cluster", "ssh")}
+    return [flag for flag, (t, field) in checks.items() if field not in types[t].input_schema["properties"]]
+
+
+PENDING_SCHEMAS = {
+    "keys": ("nixos_config", "keys", {"type": "object"}),
+    "ssh": ("garage_bucket", "ssh", {"type": ["object", "null"]}),
+    "cluster-ssh": ("garage_cluster", "ssh", {"type": ["object", "null"]}),
+}
+
+
+def secret_of(bucket: str) -> str:
+    return f"SECRET-{bucket}-0123456789abcdef"
+
+
+def ssh_of(i: int) -> dict:
+    return {"host": f"192.0.2.{i}", "port": 22, "user": "root", "hostPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAEBAQEB",
+            "privateKeyFile": "/k", "connectTimeout": 10}
+
+
+def applied_outputs() -> dict:
+    outputs: dict = {"state": {}}
+    hosts = {**{n: 21 + i for i, n in enumerate(NODES)}, **{s: 11 + i for i, s in enumerate(SERVICES)}}
+    for name, i in hosts.items():
+        outputs[f"{name}-vm"] = {"ssh": ssh_of(i), "hostname": name, "system": "x86_64-linux", "kernel": "6.6",
+                                 "os": {"id": "nixos", "versionId": "25.05"}, "nixos": True, "nixVersion": "2.24.0",
+                                 "cpus": 2, "memoryBytes": 2**31}
+        outputs[f"{name}-config"] = {"toplevel": f"/nix/store/{'1' * 32}-nixos-system-{name}", "generation": 1,
+                                     "previousToplevel": None}
+    outputs["garage"] = {"layoutVersion": 1, "apiVersion": "v2", "replicationFactor": 3, "nodes": [], "drift": [],
+                         "health": {"status": "healthy"}}
+    for b in BUCKETS:
+        service = b.split("-")[0]
+        outputs[b] = {"bucketId": "0" * 64, "globalAlias": b, "s3Endpoint": "http://192.0.2.21:3900", "region": "garage",
+                      "keys": {service: {"accessKeyId": "GK" + "1" * 24, "secretAccessKey": secret_of(b), "read": True,
+                                         "write": True, "owner": False, "created": True}},
+                      "quotas": {"maxSize": None, "maxObjects": None},
+                      "website": {"enable": b != "peertube-private", "indexDocument": "index.html", "errorDocument": None},
+                      "websiteEndpoint": None if b == "peertube-private" else f"http://{b}.web.example.org",
+                      "cors": [], "lifecycle": []}
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cluster")
+    (tmp / "outputs.json").write_text(json.dumps(applied_outputs()))
+    which = " ".join(json.dumps(w) for w in pending())
+    expression = f"""
+      let
+        result = import {TESTNIX}/mvp.nix {{
+          outputs = builtins.fromJSON (builtins.readFile {tmp}/outputs.json);
+          exampleDir = {EXAMPLE};
+          extraProviderModules = [ (import {TESTNIX}/pending-inputs.nix {{ which = [ {which} ]; }}) ];
+        }};
+      in result
+    """
+    evaluated = nix_eval(expression, workdir=tmp)
+    return evaluated
+
+
+@pytest.fixture(scope="module")
+def node_settings(tmp_path_factory):
+    """Each Garage node's services.garage.settings and units, from the real NixOS module system."""
+    tmp = tmp_path_factory.mktemp("cluster-nodes")
+    expression = f"""
+      let
+        lib = import {ROOT}/tests/reference/nixpkgs-lib/lib;
+        pkgs = import {TESTNIX}/pkgs.nix {{ inherit lib; }};
+        nixosSystem = import {TESTNIX}/nixos/system.nix {{ inherit lib pkgs; }};
+        machines = import {EXAMPLE}/machines.nix;
+        providers = (import {ROOT}/nix-modules/flake.nix).outputs {{
+          self = providers // {{ packages.x86_64-linux.default = pkgs.storePath "fediversity-providers" "x86_64-linux"; }};
+          nixpkgs.lib = lib // {{ inherit nixosSystem; }};
+        }};
+        node = name: (nixosSystem {{
+          system = "x86_64-linux";
+          modules = [ providers.nixosModules.default machines.${{name}} ];
+        }}).config;
+      in lib.genAttrs [ {" ".join(json.dumps(n) for n in NODES)} ] (name: {{
+        settings = (node name).services.garage.settings;
+        firewall = (node name).networking.firewall.allowedTCPPorts;
+        zone = (node name).fediversity.garageNode.zone;
+      }})
+    """
+    return nix_eval(expression, workdir=tmp)
+
+
+def test_the_example_is_a_root_with_three_nodes_a_cluster_and_the_buckets(cluster):
+    expected = {"state", "garage", *BUCKETS, *(f"{m}-vm" for m in NODES + SERVICES),
+                *(f"{m}-config" for m in NODES + SERVICES)}
+    assert set(cluster["members"]) == expected
+    assert cluster["members"]["garage"]["type"] == "garage_cluster"
+    assert cluster["members"]["garage"]["state"] == ["state"]
+
+
+def test_three_nodes_in_three_distinct_zones_with_replication_three(cluster):
+    inputs = cluster["members"]["garage"]["inputs"]
+    assert inputs["replicationFactor"] == 3
+    zones = [node["zone"] for node in inputs["nodes"]]
+    assert len(zones) == 3 and len(set(zones)) == 3
+    for node, name in zip(inputs["nodes"], NODES):
+        assert node["ssh"] == applied_outputs()[f"{name}-vm"]["ssh"]
+        assert node["capacity"] > 0 and node["rpcAddress"] is None
+        assert node["adminEndpoint"] == "http://127.0.0.1:3903"
+
+
+def test_each_node_is_one_node_of_the_cluster(node_settings, cluster):
+    zones = {n["tags"][0]: n["zone"] for n in cluster["members"]["garage"]["inputs"]["nodes"]}
+    for i, name in enumerate(NODES):
+        settings = node_settings[name]["settings"]
+        assert settings["replication_factor"] == 3
+        assert settings["consistency_mode"] == "consistent"
+        assert settings["rpc_public_addr"] == f"192.0.2.{21 + i}:3901"
+        assert settings["rpc_secret_file"] == "/run/keys/garage-rpc-secret"
+        assert "rpc_secret" not in settings, "the secret itself is never in the configuration (the store)"
+        assert settings["admin"]["api_bind_addr"].startswith("127.0.0.1:")
+        assert 3901 in node_settings[name]["firewall"], "the other nodes reach its RPC port"
+        assert node_settings[name]["zone"] == zones[name], "the node and garage_cluster agree on its zone"
+
+
+def test_one_apply_in_an_order_that_works(cluster):
+    order = {name: i for i, wave in enumerate(cluster["waves"]) for name in wave}
+    assert set(order) == set(cluster["members"]), "some members never become ready"
+    for n in NODES:
+        assert order["garage"] > order[f"{n}-config"] > order[f"{n}-vm"]
+    for b in BUCKETS:
+        assert order[b] > order["garage"], "buckets wait for the layout"
+    for s in SERVICES:
+        assert order[f"{s}-config"] > order[f"{s}-media"]
+
+
+def test_every_node_gets_the_same_rpc_secret_as_a_key_never_a_store_path(cluster):
+    members = cluster["members"]
+    for n in NODES:
+        keys = members[f"{n}-config"]["inputs"]["keys"]
+        secret = keys["garage-rpc-secret"]
+        assert secret["keyFile"] == RPC_SECRET_FILE and secret["text"] is None
+        assert secret["user"] == "garage" and int(secret["permissions"], 8) & 0o077 == 0
+        assert not secret["keyFile"].startswith("/nix/store")
+
+
+def test_the_buckets_are_on_the_cluster_through_the_tunnel(cluster):
+    members = cluster["members"]
+    for b in BUCKETS:
+        inputs = members[b]["inputs"]
+        assert inputs["adminEndpoint"] == "http://127.0.0.1:3903"
+        assert inputs["ssh"] == applied_outputs()["garage1-vm"]["ssh"]
+        assert inputs["s3Endpoint"] == "http://192.0.2.21:3900"
+    assert members["garage"]["inputs"]["ssh"] == applied_outputs()["garage1-vm"]["ssh"]
+    text = json.dumps(members)
+    for s in SERVICES:
+        assert members[f"{s}-config"]["inputs"]["keys"][f"{s}-s3"]["text"] == secret_of(f"{s}-media")
+        assert text.count(secret_of(f"{s}-media")) == 1
+
+
+def test_every_input_is_valid_for_its_schema(cluster):
+    types = schemas()
+    checked = 0
+    for name, resource in cluster["members"].items():
+        if resource["type"] not in types:
+            continue
+        schema = copy.deepcopy(types[resource["type"]].wire_input_schema)
+        for flag in pending():
+            owner, field, extra = PENDING_SCHEMAS[flag]
+            if owner == resource["type"]:
+                schema["properties"][field] = extra
+        jsonschema.validate(nulls.drop_nulls(resource["inputs"], schema), schema)
+        checked += 1
+    assert checked == 1 + 4 + 6 + 6
+
+
+def test_the_state_file_stays_out_of_the_flake_source(cluster):
+    name = cluster["members"]["state"]["inputs"]["name"]
+    assert name.startswith("/") and not Path(name).is_relative_to(ROOT)
