@@ -146,9 +146,28 @@ class TunnelledConnection(http.client.HTTPConnection):
         super().__init__(netloc, timeout=timeout)
         self.tunnel = tunnel
 
+    held: "_ChannelSocket | None" = None
+
     def connect(self) -> None:
         # ``timeout`` is the exchange's whole limit (boundedhttp sets it before the request).
-        self.sock = self.tunnel.open((self.host, self.port), self.timeout, self)
+        self.sock = self.held = self.tunnel.open((self.host, self.port), self.timeout, self)
+
+    answering = False
+
+    def getresponse(self) -> http.client.HTTPResponse:
+        # http.client closes the connection here when the server will close it, passing
+        # the channel to the answer, which is read afterwards: that close must wait.
+        self.answering = True
+        try:
+            return super().getresponse()
+        finally:
+            self.answering = False
+
+    def close(self) -> None:
+        """Close the channel and the SSH connection (at the end of the exchange, even if the answer is unread)."""
+        super().close()
+        if self.held is not None and not self.answering:
+            self.held.close(force=True)
 
 
 class _ChannelSocket:
@@ -156,7 +175,9 @@ class _ChannelSocket:
 
     Reads and writes go to the channel; ``shutdown`` (the timer, at the
     limit) closes the channel and shuts the TCP connection under it, which
-    ends a read on the channel or the handshake at once; ``close`` closes all.
+    ends a read on the channel or the handshake at once.  Like a socket's,
+    ``close`` waits for the files made by :meth:`makefile` to be closed
+    (http.client closes the connection before it reads the answer's body).
     """
 
     def __init__(self, raw: socket.socket) -> None:
@@ -164,6 +185,8 @@ class _ChannelSocket:
         self.client: paramiko.SSHClient | None = None
         self.channel: paramiko.Channel | None = None
         self.was_cut = False
+        self._files = 0
+        self._closing = False
 
     def sendall(self, data: bytes) -> None:
         assert self.channel is not None
@@ -171,7 +194,8 @@ class _ChannelSocket:
 
     def makefile(self, *args: Any, **kwargs: Any) -> Any:
         assert self.channel is not None
-        return self.channel.makefile(*args, **kwargs)
+        self._files += 1
+        return _File(self, self.channel.makefile(*args, **kwargs))
 
     def settimeout(self, timeout: float | None) -> None:
         if self.channel is not None:
@@ -186,10 +210,31 @@ class _ChannelSocket:
         except OSError:
             pass
 
-    def close(self) -> None:
+    def close(self, force: bool = False) -> None:
+        self._closing = True
+        if self._files and not force:
+            return
         for part in (self.channel, self.client, self.raw):
             if part is not None:
                 try:
                     part.close()
                 except Exception:  # closing what failed may fail again; nothing is left to do
                     pass
+
+
+class _File:
+    """A file on the channel that tells its :class:`_ChannelSocket` when it is closed."""
+
+    def __init__(self, owner: _ChannelSocket, inner: Any) -> None:
+        self._owner, self._inner, self._open = owner, inner, True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def close(self) -> None:
+        self._inner.close()
+        if self._open:
+            self._open = False
+            self._owner._files -= 1
+            if self._owner._closing and not self._owner._files:
+                self._owner.close()
