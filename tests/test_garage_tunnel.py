@@ -342,3 +342,29 @@ def test_garage_cluster_through_the_tunnel(host, tmp_path, driver):
         assert "invalid input: nodes[0].adminEndpoint: with ssh" in str(caught.value)
     finally:
         c.stop()
+
+
+# -- cold start -----------------------------------------------------------------------------------
+def test_paramiko_loads_only_when_ssh_is_given(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("t0ken\n")
+    code = textwrap.dedent("""
+        import json, sys
+        from fediversity_providers.testing import InProcessDriver
+        inputs = json.loads(sys.argv[1])
+        with InProcessDriver() as d:
+            try:
+                d.create("garage_bucket", inputs)
+            except Exception as error:
+                print(type(error).__name__, file=sys.stderr)
+        print("paramiko" in sys.modules)
+    """)
+    base = {"adminEndpoint": "http://127.0.0.1:9", "adminTokenFile": str(token), "s3Endpoint": "http://127.0.0.1:9",
+            "globalAlias": "media", "retryTimeout": 0}
+    ssh = {"host": "127.0.0.1", "port": 9, "connectTimeout": 1,
+           "hostPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"}
+    for inputs, loaded in ((base, "False"), ({**base, "ssh": None}, "False"), ({**base, "ssh": ssh}, "True")):
+        done = subprocess.run([sys.executable, "-c", code, json.dumps(inputs)], capture_output=True, text=True,
+                              timeout=60)
+        assert done.stdout.strip() == loaded, done.stderr
+        assert done.stderr.strip() in ("Unreachable", "Transient"), done.stderr

@@ -59,7 +59,7 @@ class Tunnel:
         self.pinned = keys.host_key_object(kind, blob)
         self.pkey = keys.load_private_key(ssh["privateKeyFile"], ctx) if ssh["privateKeyFile"] else None
         self.ssh = ssh
-        self.opened = 0  # SSH connections made, for tests
+        self.opened = 0  # channels opened: requests that could be sent
 
     @property
     def where(self) -> str:
@@ -79,7 +79,7 @@ class Tunnel:
         try:
             raw = socket.create_connection((ssh["host"], ssh["port"]), timeout=wait)
         except OSError as error:
-            raise self._failed(error, None) from None
+            raise self._failed(error, None, started, limit) from None
         sock = _ChannelSocket(raw)
         conn.sock = sock  # from here on, the exchange's limit ends the handshake too
         client = paramiko.SSHClient()
@@ -91,11 +91,11 @@ class Tunnel:
             client.connect(ssh["host"], port=ssh["port"], username=ssh["user"], pkey=self.pkey, sock=raw,
                            timeout=left(), banner_timeout=left(), auth_timeout=left(), channel_timeout=left(),
                            allow_agent=False, look_for_keys=self.pkey is None)
-            self.opened += 1
             transport = client.get_transport()
             if transport is None:
                 raise paramiko.SSHException("No existing session")
             channel = transport.open_channel("direct-tcpip", target, ("127.0.0.1", 0), timeout=left())
+            self.opened += 1
         except paramiko.BadHostKeyException as error:
             sock.close()
             raise self._mismatch(error.key) from None
@@ -108,14 +108,15 @@ class Tunnel:
                 f"{self.where} could not connect to {target[0]}:{target[1]} ({error.text or error.code})") from None
         except Exception as error:  # paramiko and the socket raise many kinds
             sock.close()
-            raise self._failed(error, sock) from None
+            raise self._failed(error, sock, started, limit) from None
         channel.settimeout(limit)
         sock.channel = channel
         return sock
 
-    def _failed(self, error: BaseException, sock: "_ChannelSocket | None") -> BaseException:
-        """What the exchange should see: a timeout when its limit cut the connection, else the error's kind."""
-        if sock is not None and sock.was_cut:
+    def _failed(self, error: BaseException, sock: "_ChannelSocket | None", started: float,
+                limit: float) -> BaseException:
+        """What the exchange should see: a timeout when its limit ended the attempt, else the error's kind."""
+        if (sock is not None and sock.was_cut) or time.monotonic() - started >= limit - 0.05:
             return socket.timeout()
         found = classify(error, self.ssh, self.pinned, PHASE)
         found.message += f"; {self._unsent()}"
