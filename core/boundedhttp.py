@@ -35,11 +35,11 @@ def exchange(conn: http.client.HTTPConnection, method: str, target: str, *, body
     if limit <= 0:
         raise Overdue("the request's deadline passed before it could be sent")
     expired = threading.Event()
+    sent: list = []  # the socket the request went out on: http.client lets go of it before the body is read
 
     def cut() -> None:
         expired.set()
-        sock = conn.sock
-        if sock is not None:
+        for sock in {id(s): s for s in (conn.sock, *sent) if s is not None}.values():
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
@@ -51,6 +51,7 @@ def exchange(conn: http.client.HTTPConnection, method: str, target: str, *, body
     timer.start()
     try:
         conn.request(method, target, body=body, headers=headers)
+        sent.append(conn.sock)
         response = conn.getresponse()
         raw = response.read(MAX_ANSWER_BYTES + 1)
         if len(raw) > MAX_ANSWER_BYTES:

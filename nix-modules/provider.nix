@@ -196,7 +196,7 @@ in
             default = "auto";
           };
           adminEndpoint = mkOption {
-            description = "URL of Garage's admin API, e.g. http://garage.example:3903.";
+            description = "URL of Garage's admin API, e.g. http://garage.example:3903; with ssh, as the Garage machine sees it, e.g. http://127.0.0.1:3903 (then http:// only: SSH encrypts it).";
             type = types.str;
           };
           adminTokenFile = mkOption {
@@ -353,6 +353,42 @@ in
           s3Endpoint = mkOption {
             description = "URL of Garage's S3 API, e.g. http://garage.example:3900. Used for CORS, lifecycle and emptying the bucket, and passed on in the outputs.";
             type = types.str;
+          };
+          ssh = mkOption {
+            description = "The Garage machine's SSH connection, as existing_vm outputs it (pass its ssh output straight on). When given, every admin API request goes through an SSH tunnel over this connection (a direct-tcpip channel, one SSH connection per request, the host key pinned to hostPublicKey), and adminEndpoint is the admin API as that machine sees it, e.g. http://127.0.0.1:3903: the admin API need not listen on any other address. null: adminEndpoint is reached directly.";
+            type = types.nullOr (types.submodule {
+              options = {
+                connectTimeout = mkOption {
+                  description = "Seconds to wait for the machine to accept the connection, present its SSH banner, log in and open the tunnel; each admin request opens its own.";
+                  type = types.int;
+                  default = 10;
+                };
+                host = mkOption {
+                  description = "Host name, IPv4 address or IPv6 literal (without brackets) of the machine; nothing else is accepted, so the value can never be read as an SSH option.";
+                  type = types.str;
+                };
+                hostPublicKey = mkOption {
+                  description = "The machine's SSH host public key, as in its /etc/ssh/ssh_host_*_key.pub (\"ssh-ed25519 AAAA...\", a trailing comment is ignored). The only key accepted: a machine presenting another one is refused, and neither known_hosts nor trust-on-first-use is consulted.";
+                  type = types.str;
+                };
+                port = mkOption {
+                  description = "SSH port.";
+                  type = types.int;
+                  default = 22;
+                };
+                privateKeyFile = mkOption {
+                  description = "Path of the private key to log in with (a path, never the key itself; it must not be passphrase-protected). null tries ~/.ssh/id_ed25519, id_ecdsa and id_rsa. The SSH agent, passwords and keyboard-interactive logins are never used.";
+                  type = types.nullOr types.str;
+                  default = null;
+                };
+                user = mkOption {
+                  description = "POSIX user name to log in as (letters, digits, '_', '.', '-'; at most 32 characters, not starting with '-' or '.').";
+                  type = types.str;
+                  default = "root";
+                };
+              };
+            });
+            default = null;
           };
           website = mkOption {
             description = "Serving the bucket as a static website through Garage's web endpoint.";
@@ -559,7 +595,7 @@ in
             default = "auto";
           };
           adminEndpoint = mkOption {
-            description = "URL of the admin API of one node of the cluster, e.g. http://garage1.example:3903. Every layout change goes through this node.";
+            description = "URL of the admin API of one node of the cluster, e.g. http://garage1.example:3903. Every layout change goes through this node. With ssh, the admin API as that machine sees it, e.g. http://127.0.0.1:3903 (http:// only: SSH encrypts it).";
             type = types.str;
           };
           adminTokenFile = mkOption {
@@ -576,7 +612,7 @@ in
             type = types.listOf (types.submodule {
               options = {
                 adminEndpoint = mkOption {
-                  description = "URL of this node's own admin API (same token). Needed only to connect a node the cluster does not know yet: the resource asks it for its node id.";
+                  description = "URL of this node's own admin API (same token). Needed only to connect a node the cluster does not know yet: the resource asks it for its node id. With ssh, reached through the same tunnel: as the machine of ssh sees it.";
                   type = types.nullOr types.str;
                   default = null;
                 };
@@ -638,6 +674,42 @@ in
             description = "Seconds during which failed requests (5xx, timeouts, dropped connections) are retried with backoff before the error is reported.";
             type = types.number;
             default = 60;
+          };
+          ssh = mkOption {
+            description = "The Garage machine's SSH connection, as existing_vm outputs it (pass its ssh output straight on). When given, every admin API request (to adminEndpoint and to each node's own adminEndpoint) goes through an SSH tunnel over this connection (a direct-tcpip channel, one SSH connection per request, the host key pinned to hostPublicKey), and adminEndpoint is the admin API as that machine sees it, e.g. http://127.0.0.1:3903: the admin API need not listen on any other address. null: adminEndpoint is reached directly.";
+            type = types.nullOr (types.submodule {
+              options = {
+                connectTimeout = mkOption {
+                  description = "Seconds to wait for the machine to accept the connection, present its SSH banner, log in and open the tunnel; each admin request opens its own.";
+                  type = types.int;
+                  default = 10;
+                };
+                host = mkOption {
+                  description = "Host name, IPv4 address or IPv6 literal (without brackets) of the machine; nothing else is accepted, so the value can never be read as an SSH option.";
+                  type = types.str;
+                };
+                hostPublicKey = mkOption {
+                  description = "The machine's SSH host public key, as in its /etc/ssh/ssh_host_*_key.pub (\"ssh-ed25519 AAAA...\", a trailing comment is ignored). The only key accepted: a machine presenting another one is refused, and neither known_hosts nor trust-on-first-use is consulted.";
+                  type = types.str;
+                };
+                port = mkOption {
+                  description = "SSH port.";
+                  type = types.int;
+                  default = 22;
+                };
+                privateKeyFile = mkOption {
+                  description = "Path of the private key to log in with (a path, never the key itself; it must not be passphrase-protected). null tries ~/.ssh/id_ed25519, id_ecdsa and id_rsa. The SSH agent, passwords and keyboard-interactive logins are never used.";
+                  type = types.nullOr types.str;
+                  default = null;
+                };
+                user = mkOption {
+                  description = "POSIX user name to log in as (letters, digits, '_', '.', '-'; at most 32 characters, not starting with '-' or '.').";
+                  type = types.str;
+                  default = "root";
+                };
+              };
+            });
+            default = null;
           };
         };
       };

@@ -35,14 +35,12 @@ def schemas() -> dict:
 def pending() -> list[str]:
     """Inputs the committed schemas do not declare yet (tests/nix/pending-inputs.nix)."""
     types = schemas()
-    checks = {"keys": ("nixos_config", "keys"), "ssh": ("garage_bucket", "ssh"), "cluster-ssh": ("garage_cluster", "ssh")}
+    checks = {"keys": ("nixos_config", "keys")}
     return [flag for flag, (t, field) in checks.items() if field not in types[t].input_schema["properties"]]
 
 
 PENDING_SCHEMAS = {
     "keys": ("nixos_config", "keys", {"type": "object"}),
-    "ssh": ("garage_bucket", "ssh", {"type": ["object", "null"]}),
-    "cluster-ssh": ("garage_cluster", "ssh", {"type": ["object", "null"]}),
 }
 
 

@@ -38,8 +38,6 @@ def pending() -> list[str]:
     missing = []
     if "keys" not in types["nixos_config"].input_schema["properties"]:
         missing.append("keys")
-    if "ssh" not in types["garage_bucket"].input_schema["properties"]:
-        missing.append("ssh")
     return missing
 
 
@@ -49,7 +47,6 @@ PENDING_SCHEMAS = {
             "text": {"type": ["string", "null"]}, "keyFile": {"type": ["string", "null"]},
             "destDir": {"type": "string"}, "user": {"type": "string"}, "group": {"type": "string"},
             "permissions": {"type": "string"}, "uploadAt": {"enum": ["pre-activation", "post-activation"]}}}}),
-    "ssh": ("garage_bucket", {"type": ["object", "null"]}),
 }
 
 

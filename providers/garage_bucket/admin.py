@@ -82,12 +82,13 @@ class Transport:
 
     Each exchange (connect, send, the whole answer) ends within ``timeout``
     seconds and before ``deadline`` (a :func:`time.monotonic` instant, the
-    request's), however slowly the server answers.
+    request's), however slowly the server answers.  With a ``tunnel``, each
+    request goes over its own SSH connection (:mod:`.tunnel`), within the same limits.
     """
 
     def __init__(self, endpoint: str, token: str, timeout: float, retry_timeout: float,
                  sleep: Callable[[float], None] = time.sleep, *, deadline: float | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, tunnel: Any = None) -> None:
         url = urllib.parse.urlsplit(endpoint)
         self.scheme, self.netloc = url.scheme, url.netloc
         self.token = header_value(token, field="adminTokenFile")
@@ -95,12 +96,15 @@ class Transport:
         self.sleep = sleep
         self.deadline = deadline
         self.log = log
+        #: A :class:`.tunnel.Tunnel` when the API is reached over SSH, else None.
+        self.tunnel = tunnel
         self.count = 0  # requests sent, for tests and benchmarks
         self.last = ""  # the operation of the latest call, named when its answer is malformed
 
     @property
     def remote(self) -> str:
-        return f"Garage's admin API at {self.scheme}://{self.netloc}"
+        via = f" (through SSH to {self.tunnel.where})" if self.tunnel is not None else ""
+        return f"Garage's admin API at {self.scheme}://{self.netloc}{via}"
 
     def limit(self) -> float:
         """Seconds the next exchange may take: the request timeout, cut by the deadline."""
@@ -122,8 +126,11 @@ class Transport:
                 urllib.parse.quote(k, safe="") + ("=" + urllib.parse.quote(v, safe="") if v != "" else "")
                 for k, v in query.items()
             )
-        cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
-        conn = cls(self.netloc, timeout=self.timeout)
+        if self.tunnel is not None:
+            conn = self.tunnel.connection(self.netloc, self.timeout)
+        else:
+            cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
+            conn = cls(self.netloc, timeout=self.timeout)
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
         data = None
         if body is not None:
@@ -174,8 +181,9 @@ class Transport:
         try:
             status, decoded = self.once(method, path, query, body)
         except ConnectionRefusedError as exc:  # nothing was sent: safe to repeat
+            why = printable(exc) if self.tunnel is not None and exc.args else "connection refused"
             failure: ProviderError = _Refused(
-                f"no answer from {self.remote} to {operation} (connection refused)",
+                f"no answer from {self.remote} to {operation} ({why})",
                 hint="check adminEndpoint and that Garage is running")
             failure.__cause__ = exc
             return failure
@@ -504,13 +512,16 @@ def detect(transport: Transport) -> str:
 
 def connect(endpoint: str, token: str, version: str = "auto", *, timeout: float = 10.0,
             retry_timeout: float = 60.0, deadline: float | None = None,
-            log: Callable[[str], None] | None = None) -> AdminClient:
+            log: Callable[[str], None] | None = None, tunnel: Any = None) -> AdminClient:
     """An admin client for ``endpoint``; ``version`` ``auto`` costs one request.
 
     ``deadline`` (a :func:`time.monotonic` instant) bounds every request and
-    retry; ``log`` receives one line per retry.
+    retry; ``log`` receives one line per retry; ``tunnel`` (a
+    :class:`.tunnel.Tunnel`) carries every request over SSH, ``endpoint``
+    being then as the SSH server's machine sees it.
     """
-    transport = Transport(endpoint.rstrip("/"), token, timeout, retry_timeout, deadline=deadline, log=log)
+    transport = Transport(endpoint.rstrip("/"), token, timeout, retry_timeout, deadline=deadline, log=log,
+                          tunnel=tunnel)
     if version == "auto":
         version = detect(transport)
     return (V2 if version == "v2" else V1)(transport)

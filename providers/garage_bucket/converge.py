@@ -17,7 +17,7 @@ from .admin import PERMS, AdminClient, AdminError, Lost
 
 #: Inputs that change how a create works, not what it makes: left out of the creation token.
 NOT_IN_TOKEN = ("requestTimeout", "retryTimeout", "adoptExisting", "forceDestroy", "adminTokenFile",
-                "adminApiVersion")
+                "adminApiVersion", "ssh")
 
 
 def creation_token(inputs: dict) -> str:

@@ -91,11 +91,36 @@ def read_token(inputs: dict, ctx) -> str:
     return token
 
 
+def tunnel_of(inputs: dict, ctx, endpoint: str | None = None):
+    """The SSH tunnel to the admin API when ``ssh`` is given (paramiko loads only then), else None.
+
+    Checked before anything is sent: the host and user, the pinned host key,
+    the private key file, and that ``endpoint`` is plain HTTP (SSH encrypts it).
+    """
+    if not inputs.get("ssh"):
+        return None
+    plain_http(endpoint or inputs["adminEndpoint"])
+    from .tunnel import Tunnel
+
+    return Tunnel(inputs["ssh"], ctx)
+
+
+def plain_http(endpoint: str, field: str = "adminEndpoint") -> None:
+    """An endpoint reached through the SSH tunnel is http:// (TLS cannot run over the channel here)."""
+    if not endpoint.startswith("http://"):
+        raise InvalidInput(f"with ssh, the admin endpoint must be http://, not {endpoint.split(':', 1)[0]}://",
+                           field=field,
+                           hint="give the admin API as the Garage machine sees it, e.g. http://127.0.0.1:3903; "
+                                "the SSH connection already encrypts and authenticates it; nothing was changed")
+
+
 def connect(inputs: dict, ctx) -> AdminClient:
+    tunnel = tunnel_of(inputs, ctx)
     token = read_token(inputs, ctx)
     return adminmod.connect(inputs["adminEndpoint"], token, inputs.get("adminApiVersion", "auto"),
                             timeout=inputs.get("requestTimeout", 10), retry_timeout=inputs.get("retryTimeout", 60),
-                            deadline=getattr(ctx, "deadline", None), log=lambda line: ctx.log("%s", line))
+                            deadline=getattr(ctx, "deadline", None), log=lambda line: ctx.log("%s", line),
+                            tunnel=tunnel)
 
 
 def work_deadline(inputs: dict, ctx) -> float:

@@ -28,15 +28,22 @@ from .layoutapi import Layout
 __all__ = ["converge", "read"]
 
 
-def connect(inputs: dict, ctx, endpoint: str | None = None, version: str | None = None) -> Layout:
-    """The layout calls on ``endpoint`` (default: the inputs' adminEndpoint)."""
-    from fediversity_providers.providers.garage_bucket import admin
-    from fediversity_providers.providers.garage_bucket.provider import read_token
+def connect(inputs: dict, ctx, endpoint: str | None = None, version: str | None = None, tunnel=None) -> Layout:
+    """The layout calls on ``endpoint`` (default: the inputs' adminEndpoint).
 
+    With ``ssh``, every admin request, a node's own ``adminEndpoint`` included,
+    goes through the tunnel to that one machine (``tunnel``: one already checked).
+    """
+    from fediversity_providers.providers.garage_bucket import admin
+    from fediversity_providers.providers.garage_bucket.provider import read_token, tunnel_of
+
+    if tunnel is None:
+        tunnel = tunnel_of(inputs, ctx, endpoint)
     token = read_token(inputs, ctx)
     client = admin.connect(endpoint or inputs["adminEndpoint"], token, version or inputs.get("adminApiVersion", "auto"),
                            timeout=inputs.get("requestTimeout", 10), retry_timeout=inputs.get("retryTimeout", 60),
-                           deadline=getattr(ctx, "deadline", None), log=lambda line: ctx.log("%s", line))
+                           deadline=getattr(ctx, "deadline", None), log=lambda line: ctx.log("%s", line),
+                           tunnel=tunnel)
     return Layout(client)
 
 
@@ -60,6 +67,12 @@ def _converge(inputs: dict, resource, ctx) -> dict:
     rf = inputs["replicationFactor"]
     nodes = plan.nodes_of(inputs)
     plan.check_zones(nodes, rf)
+    if inputs.get("ssh"):  # the nodes' own endpoints go through the tunnel too
+        from fediversity_providers.providers.garage_bucket.provider import plain_http
+
+        for node in nodes:
+            if node.admin_endpoint:
+                plain_http(node.admin_endpoint, field=f"{node.field}.adminEndpoint")
     api = connect(inputs, ctx)
     status, layout = api.status(), api.layout()
     names = _names(status)
@@ -120,7 +133,7 @@ def _find(api: Layout, inputs: dict, ctx, nodes: list[plan.Node], status: dict) 
                      "the node's rpc_public_addr; nothing was staged")
         ctx.progress("asking its node id", node.name)
         try:
-            node_id = connect(inputs, ctx, node.admin_endpoint, api.c.version).self_id()
+            node_id = connect(inputs, ctx, node.admin_endpoint, api.c.version, api.c.t.tunnel).self_id()
         except (ProviderError, OSError) as exc:
             if isinstance(exc, AccessDenied):
                 raise

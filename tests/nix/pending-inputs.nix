@@ -1,6 +1,5 @@
 # Inputs being added to the schemas in parallel with the Nix side, with the
-# shapes agreed for them: nixos_config's `keys`, garage_bucket's and
-# garage_cluster's `ssh`.
+# shapes agreed for them: nixos_config's `keys`.
 # The tests add a part of this module to the provider module only while the
 # committed schema lacks that input; once the schema has it, the generated
 # provider.nix declares it and this file is not used for it.
@@ -43,28 +42,6 @@ let
       };
     };
   };
-  sshType = types.submodule {
-    options = {
-      host = mkOption { type = types.str; };
-      port = mkOption {
-        type = types.int;
-        default = 22;
-      };
-      user = mkOption {
-        type = types.str;
-        default = "root";
-      };
-      hostPublicKey = mkOption { type = types.str; };
-      privateKeyFile = mkOption {
-        type = types.nullOr types.str;
-        default = null;
-      };
-      connectTimeout = mkOption {
-        type = types.int;
-        default = 10;
-      };
-    };
-  };
 in
 {
   resourceTypes =
@@ -72,18 +49,6 @@ in
       nixos_config.inputs.options.keys = mkOption {
         type = types.attrsOf keyType;
         default = { };
-      };
-    }
-    // lib.optionalAttrs (lib.elem "ssh" which) {
-      garage_bucket.inputs.options.ssh = mkOption {
-        type = types.nullOr sshType;
-        default = null;
-      };
-    }
-    // lib.optionalAttrs (lib.elem "cluster-ssh" which) {
-      garage_cluster.inputs.options.ssh = mkOption {
-        type = types.nullOr sshType;
-        default = null;
       };
     };
 }
