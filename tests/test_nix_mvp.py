@@ -68,7 +68,7 @@ def applied_outputs() -> dict:
     for m in MACHINES:
         outputs[f"{m}-vm"] = vm(m)
         outputs[f"{m}-config"] = {"toplevel": f"/nix/store/{'1' * 32}-nixos-system-{m}", "generation": 1,
-                                  "previousToplevel": None}
+                                  "previousToplevel": None, "keys": {}}
     for b in BUCKETS:
         service = b.split("-")[0]
         outputs[b] = {"bucketId": "0" * 64, "globalAlias": b, "s3Endpoint": "http://192.0.2.10:3900", "region": "garage",
@@ -134,7 +134,7 @@ def test_resources_use_todays_nixops4_shape(mvp):
     assert members["state"]["provider"]["executable"].endswith("/bin/nixops4-resources-local")
     fediversity = members["garage-vm"]["provider"]
     assert fediversity["args"] == ["serve"] and fediversity["executable"].endswith("/bin/fediversity-provider")
-    assert set(members["garage-config"]["outputsSkeleton"]) == {"toplevel", "generation", "previousToplevel"}
+    assert set(members["garage-config"]["outputsSkeleton"]) == {"toplevel", "generation", "previousToplevel", "keys"}
 
 
 def test_every_input_is_valid_for_its_schema(mvp):
