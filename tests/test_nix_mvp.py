@@ -243,3 +243,23 @@ def test_provider_docs_render_with_upstream_render_provider_docs(tmp_path):
     for name in schemas():
         assert f"- [{name}](./{name}.md)" in docs and f"# {name}" in docs
     assert "inputs.ssh.hostPublicKey (string)" in docs
+
+
+def test_every_key_file_a_machine_reads_is_a_key_its_config_uploads(mvp):
+    """The paths the example's NixOS configurations read (and wait for) are destDir/<name> of its keys."""
+    import re
+
+    members = mvp["members"]
+    uploaded = {}
+    for m in MACHINES:
+        keys = members[f"{m}-config"]["inputs"]["keys"]
+        uploaded[m] = {f"{key.get('destDir') or '/run/keys'}/{name}" for name, key in keys.items()}
+    read = {m: set() for m in MACHINES}
+    for source in ("machines.nix", "deployment.nix"):
+        for path in re.findall(r'"(/run/keys/[^"]+)"', (EXAMPLE / source).read_text()):
+            users = [s for s in MACHINES if s != "garage"] if "${service}" in path else \
+                [m for m in MACHINES if path.split("/")[-1].startswith(m)]
+            for m in users:
+                read[m].add(path.replace("${service}", m))
+    for m in MACHINES:
+        assert read[m] == uploaded[m], m

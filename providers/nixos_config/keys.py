@@ -104,7 +104,11 @@ def parse(inputs: dict) -> list[Key]:
             if not isinstance(text, str):
                 raise InvalidInput("text is not a string", field=f"{field}.text", hint="nothing was changed")
             redact.add_secret(text)
-            content = text.encode("utf-8")
+            try:
+                content = text.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate from a JSON \ud800 escape
+                raise InvalidInput("text is not valid Unicode (it holds a lone surrogate)", field=f"{field}.text",
+                                   hint="give the key as UTF-8 text, or put it in a keyFile; nothing was changed") from None
         else:
             content = _read_key_file(key_file, field=f"{field}.keyFile")
         permissions = entry.get("permissions", "0400")
