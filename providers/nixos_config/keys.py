@@ -107,14 +107,16 @@ def parse(inputs: dict) -> list[Key]:
             try:
                 content = text.encode("utf-8")
             except UnicodeEncodeError:  # a lone surrogate from a JSON \ud800 escape
-                raise InvalidInput("text is not valid Unicode (it holds a lone surrogate)", field=f"{field}.text",
-                                   hint="give the key as UTF-8 text, or put it in a keyFile; nothing was changed") from None
+                raise InvalidInput(
+                    "text is not valid Unicode (it holds a lone surrogate)", field=f"{field}.text",
+                    hint="give the key as UTF-8 text, or put it in a keyFile; nothing was changed",
+                ) from None
         else:
             content = _read_key_file(key_file, field=f"{field}.keyFile")
         permissions = entry.get("permissions", "0400")
         if not isinstance(permissions, str) or not _MODE.fullmatch(permissions):
-            raise InvalidInput(f"{printable(str(permissions), 40)!r} is not an octal mode", field=f"{field}.permissions",
-                               hint='give e.g. "0400" or "0640"; nothing was changed')
+            raise InvalidInput(f"{printable(str(permissions), 40)!r} is not an octal mode",
+                               field=f"{field}.permissions", hint='give e.g. "0400" or "0640"; nothing was changed')
         upload_at = entry.get("uploadAt", "pre-activation")
         if upload_at not in ("pre-activation", "post-activation"):
             raise InvalidInput(f"{printable(str(upload_at), 40)!r} is not pre-activation or post-activation",
