@@ -58,7 +58,9 @@ def admits_null(schema: Any, root: dict[str, Any] | None = None) -> bool:
 def drop_nulls(instance: Any, schema: dict[str, Any], root: dict[str, Any] | None = None) -> Any:
     """A copy of ``instance`` without the ``null`` properties its schema does not admit.
 
-    Nested objects too, and objects inside arrays.  Values the schema does not
+    Nested objects too, objects inside arrays, and the entries of a map
+    (``additionalProperties`` with a schema, ``attrsOf`` in Nix: an entry
+    itself is never dropped, but its ``null`` fields are).  Values the schema does not
     describe are copied as they are (validation then speaks about them).
     """
     root = schema if root is None else root
@@ -67,9 +69,13 @@ def drop_nulls(instance: Any, schema: dict[str, Any], root: dict[str, Any] | Non
         return instance
     if isinstance(instance, dict):
         properties = schema.get("properties") or {}
+        extra = schema.get("additionalProperties")
         result = {}
         for key, value in instance.items():
             sub = properties.get(key)
+            if sub is None and isinstance(extra, dict):  # an entry of a map (attrsOf in Nix)
+                result[key] = value if value is None else drop_nulls(value, extra, root)
+                continue
             if sub is None:
                 result[key] = value
             elif value is None and not admits_null(sub, root):

@@ -143,6 +143,11 @@ def _additional(value, schema, sub_compile):
     return _properties({}, schema, sub_compile)
 
 
+def _property_names(value, _schema, sub_compile):
+    sub = sub_compile(value)
+    return lambda v: not isinstance(v, dict) or all(sub(key) for key in v)
+
+
 def _required(value, _schema, _sub):
     names = list(value)
     return lambda v: not isinstance(v, dict) or all(name in v for name in names)
@@ -215,6 +220,7 @@ _KEYWORDS: dict[str, Callable[[Any, dict, Callable[[Any], Check]], Check | None]
     "properties": _properties,
     "additionalProperties": _additional,
     "required": _required,
+    "propertyNames": _property_names,
     "items": _items,
     "enum": _enum,
     "const": _const,

@@ -144,11 +144,17 @@ def _copy(value: Any) -> Any:
 
 def _fill(value: Any, schema: dict[str, Any]) -> None:
     if isinstance(value, dict):
-        for key, sub in schema.get("properties", {}).items():
+        properties = schema.get("properties", {})
+        for key, sub in properties.items():
             if key not in value and "default" in sub:
                 value[key] = _copy(sub["default"])
             if key in value:
                 _fill(value[key], sub)
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):  # the entries of a map get their defaults too
+            for key, item in value.items():
+                if key not in properties:
+                    _fill(item, extra)
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
         for item in value:
             _fill(item, schema["items"])

@@ -816,7 +816,7 @@ in
       };
     };
     nixos_config = {
-      description = "A built NixOS system deployed onto a machine over SSH: nix copy, then activation, with rollback on failure and optional magic rollback.";
+      description = "A built NixOS system deployed onto a machine over SSH: nix copy, deployment keys, then activation, with rollback on failure and optional magic rollback.";
       requireState = false;
       inputs = {
         options = {
@@ -835,8 +835,51 @@ in
             type = types.bool;
             default = false;
           };
+          keys = mkOption {
+            description = "Deployment keys, as in NixOps 1 and colmena: secret files written onto the machine outside the Nix store, keyed by file name (no '/', not '.' or '..'). A key dropped from the set is removed from the machine.";
+            type = types.attrsOf (types.submodule {
+              options = {
+                destDir = mkOption {
+                  description = "Absolute, normalised directory on the machine (no '..', not in the Nix store) the key is written into, as destDir/<name>. /run/keys is emptied by a reboot; a persistent directory such as /var/lib/keys survives it. Created (mode 0751, owner root) when missing; an existing one is left as it is.";
+                  type = types.str;
+                  default = "/run/keys";
+                };
+                group = mkOption {
+                  description = "Group of the key file (a POSIX group name that exists on the machine when the key is uploaded).";
+                  type = types.str;
+                  default = "root";
+                };
+                keyFile = mkOption {
+                  description = "Path of a regular file on the deployer whose content is the key, read at each apply and read (a FIFO or a directory is refused). Give this or text, not both. Optional: null leaves it unset.";
+                  type = types.nullOr types.str;
+                  default = null;
+                };
+                permissions = mkOption {
+                  description = "Octal mode of the key file, e.g. \"0400\" or \"0640\".";
+                  type = types.str;
+                  default = "0400";
+                };
+                text = mkOption {
+                  description = "The key's content. It reaches the machine only through the SSH connection's standard input, never a command line, a log or the Nix store. Give this or keyFile, not both. Optional: null leaves it unset. Sensitive: a secret. NixOps4 keeps it in its state; never interpolate it into a derivation or a NixOS option, which would copy it into the world-readable Nix store.";
+                  type = types.nullOr types.str;
+                  default = null;
+                };
+                uploadAt = mkOption {
+                  description = "pre-activation: after the closure is copied and before activation (the services find it when they start); post-activation: after a successful activation (for a user or group the new system creates).";
+                  type = types.enum [ "pre-activation" "post-activation" ];
+                  default = "pre-activation";
+                };
+                user = mkOption {
+                  description = "Owner of the key file (a POSIX user name that exists on the machine when the key is uploaded).";
+                  type = types.str;
+                  default = "root";
+                };
+              };
+            });
+            default = { };
+          };
           onDelete = mkOption {
-            description = "keep: deleting leaves the machine on its current configuration; rollback: switch back to the generation that was active before the first deploy, if it still exists.";
+            description = "keep: deleting leaves the machine on its current configuration, and its keys; rollback: switch back to the generation that was active before the first deploy, if it still exists, and remove the keys.";
             type = types.enum [ "keep" "rollback" ];
             default = "keep";
           };
@@ -932,6 +975,37 @@ in
           generation = mkOption {
             description = "The profile's current generation number (null when the profile does not exist).";
             type = types.nullOr types.int;
+          };
+          keys = mkOption {
+            description = "Each key as it is on the machine: path, owner, mode, when it is uploaded, and whether it is as given. Never its content, nor a hash of it.";
+            type = types.attrsOf (types.submodule {
+              options = {
+                group = mkOption {
+                  description = "The key file's group on the machine (null when the file is missing).";
+                  type = types.nullOr types.str;
+                };
+                path = mkOption {
+                  description = "Where the key is on the machine (destDir/<name>).";
+                  type = types.str;
+                };
+                permissions = mkOption {
+                  description = "The key file's mode on the machine, four octal digits (\"0400\"); null when the file is missing.";
+                  type = types.nullOr types.str;
+                };
+                status = mkOption {
+                  description = "present: on the machine with the given content, owner and mode; changed: content, owner or mode differ (compared on the machine, the content with cmp: it is never read back); missing: no such file.";
+                  type = types.enum [ "present" "changed" "missing" ];
+                };
+                uploadAt = mkOption {
+                  description = "When it is uploaded.";
+                  type = types.enum [ "pre-activation" "post-activation" ];
+                };
+                user = mkOption {
+                  description = "The key file's owner on the machine (the input's name when the owner's uid is that user's; null when the file is missing).";
+                  type = types.nullOr types.str;
+                };
+              };
+            });
           };
           previousToplevel = mkOption {
             description = "The system that was active before this one was deployed; null when there was none.";

@@ -83,3 +83,23 @@ def test_admits_null_follows_the_schema():
     assert not nulls.admits_null({"type": "string"}) and not nulls.admits_null({"enum": ["a"]})
     assert nulls.admits_null({"anyOf": [{"type": "string"}, {"type": "null"}]})
     assert not nulls.admits_null({"$ref": "#/$defs/s"}, {"$defs": {"s": {"type": "string"}}})
+
+
+MAP = {"type": "object", "additionalProperties": False, "properties": {"files": {
+    "type": "object", "default": {}, "additionalProperties": {
+        "type": "object", "additionalProperties": False,
+        "properties": {"text": {"type": "string"}, "path": {"type": ["string", "null"]},
+                       "mode": {"type": "string", "default": "0400"}}}}}}
+
+
+def test_map_entries_lose_their_nulls_and_get_their_defaults():
+    from fediversity_providers.core import schema
+    from fediversity_providers.testing.conformance import as_nixops4_sends
+
+    sent = {"files": {"a": {"text": None, "path": None, "mode": "0600"}, "b": None}}
+    dropped = nulls.drop_nulls(sent, MAP)
+    assert dropped == {"files": {"a": {"path": None, "mode": "0600"}, "b": None}}, "an entry itself is kept"
+    assert schema.with_defaults({"files": {"a": {"text": "x"}}}, MAP) == {
+        "files": {"a": {"text": "x", "mode": "0400"}}}
+    assert as_nixops4_sends({"files": {"a": {"text": "x"}}}, MAP) == {
+        "files": {"a": {"text": "x", "path": None, "mode": "0400"}}}

@@ -32,17 +32,6 @@ def schemas() -> dict:
     return {name: reg.resource_type for name, reg in Registry().types.items() if reg.builtin}
 
 
-def pending() -> list[str]:
-    """Inputs the committed schemas do not declare yet (tests/nix/pending-inputs.nix)."""
-    types = schemas()
-    checks = {"keys": ("nixos_config", "keys")}
-    return [flag for flag, (t, field) in checks.items() if field not in types[t].input_schema["properties"]]
-
-
-PENDING_SCHEMAS = {
-    "keys": ("nixos_config", "keys", {"type": "object"}),
-}
-
 
 def secret_of(bucket: str) -> str:
     return f"SECRET-{bucket}-0123456789abcdef"
@@ -80,13 +69,11 @@ def applied_outputs() -> dict:
 def cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cluster")
     (tmp / "outputs.json").write_text(json.dumps(applied_outputs()))
-    which = " ".join(json.dumps(w) for w in pending())
     expression = f"""
       let
         result = import {TESTNIX}/mvp.nix {{
           outputs = builtins.fromJSON (builtins.readFile {tmp}/outputs.json);
           exampleDir = {EXAMPLE};
-          extraProviderModules = [ (import {TESTNIX}/pending-inputs.nix {{ which = [ {which} ]; }}) ];
         }};
       in result
     """
@@ -196,10 +183,6 @@ def test_every_input_is_valid_for_its_schema(cluster):
         if resource["type"] not in types:
             continue
         schema = copy.deepcopy(types[resource["type"]].wire_input_schema)
-        for flag in pending():
-            owner, field, extra = PENDING_SCHEMAS[flag]
-            if owner == resource["type"]:
-                schema["properties"][field] = extra
         jsonschema.validate(nulls.drop_nulls(resource["inputs"], schema), schema)
         checked += 1
     assert checked == 1 + 4 + 6 + 6

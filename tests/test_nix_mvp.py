@@ -32,23 +32,6 @@ def schemas() -> dict:
     return {name: reg.resource_type for name, reg in Registry().types.items() if reg.builtin}
 
 
-def pending() -> list[str]:
-    """Inputs the committed schemas do not declare yet (see tests/nix/pending-inputs.nix)."""
-    types = schemas()
-    missing = []
-    if "keys" not in types["nixos_config"].input_schema["properties"]:
-        missing.append("keys")
-    return missing
-
-
-PENDING_SCHEMAS = {
-    "keys": ("nixos_config", {"type": "object", "additionalProperties": {
-        "type": "object", "additionalProperties": False, "properties": {
-            "text": {"type": ["string", "null"]}, "keyFile": {"type": ["string", "null"]},
-            "destDir": {"type": "string"}, "user": {"type": "string"}, "group": {"type": "string"},
-            "permissions": {"type": "string"}, "uploadAt": {"enum": ["pre-activation", "post-activation"]}}}}),
-}
-
 
 def secret_of(bucket: str) -> str:
     return f"SECRET-{bucket}-0123456789abcdef"
@@ -65,7 +48,7 @@ def applied_outputs() -> dict:
     for m in MACHINES:
         outputs[f"{m}-vm"] = vm(m)
         outputs[f"{m}-config"] = {"toplevel": f"/nix/store/{'1' * 32}-nixos-system-{m}", "generation": 1,
-                                  "previousToplevel": None}
+                                  "previousToplevel": None, "keys": {}}
     for b in BUCKETS:
         service = b.split("-")[0]
         outputs[b] = {"bucketId": "0" * 64, "globalAlias": b, "s3Endpoint": "http://192.0.2.10:3900", "region": "garage",
@@ -80,9 +63,8 @@ def applied_outputs() -> dict:
 
 def evaluate(tmp: Path, outputs: dict) -> dict:
     (tmp / "outputs.json").write_text(json.dumps(outputs))
-    which = " ".join(json.dumps(w) for w in pending())
     expression = (f"import {TESTNIX}/mvp.nix {{ outputs = builtins.fromJSON (builtins.readFile {tmp}/outputs.json);"
-                  f" extraProviderModules = [ (import {TESTNIX}/pending-inputs.nix {{ which = [ {which} ]; }}) ]; }}")
+                  " }")
     return nix_eval(expression, workdir=tmp)
 
 
@@ -131,7 +113,7 @@ def test_resources_use_todays_nixops4_shape(mvp):
     assert members["state"]["provider"]["executable"].endswith("/bin/nixops4-resources-local")
     fediversity = members["garage-vm"]["provider"]
     assert fediversity["args"] == ["serve"] and fediversity["executable"].endswith("/bin/fediversity-provider")
-    assert set(members["garage-config"]["outputsSkeleton"]) == {"toplevel", "generation", "previousToplevel"}
+    assert set(members["garage-config"]["outputsSkeleton"]) == {"toplevel", "generation", "previousToplevel", "keys"}
 
 
 def test_every_input_is_valid_for_its_schema(mvp):
@@ -143,10 +125,6 @@ def test_every_input_is_valid_for_its_schema(mvp):
         # What the core checks: the schema NixOps4 talks to (with the core's own
         # inputs, such as allowReplacement), nulls of unset options dropped.
         schema = copy.deepcopy(types[resource["type"]].wire_input_schema)
-        for field in pending():
-            owner, extra = PENDING_SCHEMAS[field]
-            if owner == resource["type"]:
-                schema["properties"][field] = extra
         jsonschema.validate(nulls.drop_nulls(resource["inputs"], schema), schema)
         checked += 1
     assert checked == 12
@@ -240,3 +218,23 @@ def test_provider_docs_render_with_upstream_render_provider_docs(tmp_path):
     for name in schemas():
         assert f"- [{name}](./{name}.md)" in docs and f"# {name}" in docs
     assert "inputs.ssh.hostPublicKey (string)" in docs
+
+
+def test_every_key_file_a_machine_reads_is_a_key_its_config_uploads(mvp):
+    """The paths the example's NixOS configurations read (and wait for) are destDir/<name> of its keys."""
+    import re
+
+    members = mvp["members"]
+    uploaded = {}
+    for m in MACHINES:
+        keys = members[f"{m}-config"]["inputs"]["keys"]
+        uploaded[m] = {f"{key.get('destDir') or '/run/keys'}/{name}" for name, key in keys.items()}
+    read = {m: set() for m in MACHINES}
+    for source in ("machines.nix", "deployment.nix"):
+        for path in re.findall(r'"(/run/keys/[^"]+)"', (EXAMPLE / source).read_text()):
+            users = [s for s in MACHINES if s != "garage"] if "${service}" in path else \
+                [m for m in MACHINES if path.split("/")[-1].startswith(m)]
+            for m in users:
+                read[m].add(path.replace("${service}", m))
+    for m in MACHINES:
+        assert read[m] == uploaded[m], m

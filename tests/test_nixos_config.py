@@ -55,13 +55,13 @@ def test_invalid_inputs_are_refused(driver, t1):
 def test_first_and_second_deploy(fake_nixos_hosts, driver, t1, t2):
     host, = fake_nixos_hosts(1)
     first = driver.create(TYPE, inputs_for(host, t1))
-    assert first == {"toplevel": t1.path, "generation": 1, "previousToplevel": None}
+    assert first == {"toplevel": t1.path, "generation": 1, "previousToplevel": None, "keys": {}}
     assert all(host.has_path(p) for p in t1.closure())
     assert host.current_system() == t1.path
     assert host.boot_default() == t1.path
 
     second = driver.update(TYPE, inputs_for(host, t1), first, inputs_for(host, t2))
-    assert second == {"toplevel": t2.path, "generation": 2, "previousToplevel": t1.path}
+    assert second == {"toplevel": t2.path, "generation": 2, "previousToplevel": t1.path, "keys": {}}
     assert host.current_system() == t2.path
     assert host.profile_toplevel() == t2.path
     # default profile and a toplevel with bin/apply: activation went through bin/apply
@@ -97,7 +97,7 @@ def test_each_action(fake_nixos_hosts, toplevel_builder, apply):
         out = driver.create(TYPE, inputs_for(host, new["boot"], action="boot"))
         assert host.current_system() == base.path, "boot must not change the running system"
         assert host.boot_default() == new["boot"].path
-        assert out == {"toplevel": base.path, "generation": 2, "previousToplevel": base.path}
+        assert out == {"toplevel": base.path, "generation": 2, "previousToplevel": base.path, "keys": {}}
 
         out = driver.create(TYPE, inputs_for(host, new["test"], action="test"))
         assert host.current_system() == new["test"].path
@@ -307,7 +307,7 @@ def test_non_root_user_deploys_with_sudo(fake_nixos_hosts, driver, t1, t2):
     ssh = host.add_deploy_user("deploy")
     first = driver.create(TYPE, inputs_for(host, t1, ssh=ssh))
     second = driver.update(TYPE, inputs_for(host, t1, ssh=ssh), first, inputs_for(host, t2, ssh=ssh))
-    assert second == {"toplevel": t2.path, "generation": 2, "previousToplevel": t1.path}
+    assert second == {"toplevel": t2.path, "generation": 2, "previousToplevel": t1.path, "keys": {}}
     assert host.current_system() == t2.path
     assert host.file("/var/lib/fediversity-providers/nixos_config").stat().st_uid == 0, "activation ran as root"
     driver.delete(TYPE, inputs_for(host, t2, ssh=ssh), second)

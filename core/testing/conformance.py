@@ -78,10 +78,13 @@ def as_nixops4_sends(inputs: dict[str, Any], schema: dict[str, Any]) -> dict[str
     """``inputs`` as NixOps4 sends them through the generated module: every unset option present.
 
     An option with a default sends the default; an optional one without a
-    default sends ``null``; nested objects that are given are filled the same way.
+    default sends ``null``; nested objects that are given are filled the same way, and so
+    is each entry of a map (``additionalProperties`` with a schema: ``attrsOf submodule``).
     """
-    properties = schema.get("properties") if isinstance(schema, dict) else None
-    if not isinstance(inputs, dict) or not isinstance(properties, dict):
+    if not isinstance(inputs, dict) or not isinstance(schema, dict):
+        return inputs
+    properties = schema.get("properties", {})
+    if not isinstance(properties, dict) or not (properties or isinstance(schema.get("additionalProperties"), dict)):
         return inputs
     required = set(schema.get("required") or ())
     filled = dict(inputs)
@@ -93,6 +96,11 @@ def as_nixops4_sends(inputs: dict[str, Any], schema: dict[str, Any]) -> dict[str
                 filled[name] = None
         elif isinstance(filled[name], dict) and isinstance(sub, dict):
             filled[name] = as_nixops4_sends(filled[name], sub)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):  # the entries of a map (attrsOf submodule): each filled the same way
+        for name, value in filled.items():
+            if name not in properties:
+                filled[name] = as_nixops4_sends(value, extra)
     return filled
 
 

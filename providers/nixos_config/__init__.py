@@ -24,7 +24,7 @@ class NixosConfig(ResourceType):
     def update(self, resource: Resource, inputs: dict, ctx: Context) -> dict:
         from . import deploy
 
-        return deploy.deploy(inputs, ctx)
+        return deploy.deploy(inputs, ctx, previous=resource)
 
     def read(self, resource: Resource, ctx: Context) -> dict:
         from . import deploy
@@ -34,7 +34,7 @@ class NixosConfig(ResourceType):
     def delete(self, resource: Resource, ctx: Context) -> None:
         from . import deploy
 
-        deploy.delete(resource.inputs, ctx)
+        deploy.delete(resource.inputs, ctx, outputs=resource.outputs)
 
 
 @hookimpl

@@ -24,6 +24,7 @@ from fediversity_providers.core.errors import (
 )
 from fediversity_providers.core.resource import Context
 
+from . import keys as keyfiles
 from .remote import SCRIPT
 from .ssh import Target
 
@@ -128,25 +129,24 @@ def realise_on_target(target: Target, drv: str, ctx: Context) -> str:
 
 
 # -- the operations -----------------------------------------------------------
-def observe(inputs: dict, ctx: Context) -> dict[str, str]:
+def read(inputs: dict, recorded: dict | None, ctx: Context) -> dict[str, Any]:
+    keys = keyfiles.parse(inputs)
     profile = inputs.get("profile") or DEFAULT_PROFILE
     with _target(inputs, ctx) as target:
         result = target.run(SCRIPT, ["state", profile, record_path(profile)],
                             timeout=target.connect_timeout * 3 + 10, what="reading the system state")
-    if result.status != 0:
-        raise ProviderError(f"reading the system state failed:\n{result.tail()}")
-    return result.values
+        if result.status != 0:
+            raise ProviderError(f"reading the system state failed:\n{result.tail()}")
+        values = result.values
+        if values.get("record") != "1":
+            raise NotFound(f"no deployment of profile {profile} is recorded on {inputs['ssh']['host']}",
+                           hint="apply the configuration to deploy it")
+        outputs = _outputs(values)
+        outputs["keys"] = keyfiles.check(target, keys)  # compared on the machine: missing or changed is drift
+    return outputs
 
 
-def read(inputs: dict, recorded: dict | None, ctx: Context) -> dict[str, Any]:
-    values = observe(inputs, ctx)
-    if values.get("record") != "1":
-        raise NotFound(f"no deployment of profile {inputs.get('profile') or DEFAULT_PROFILE} is recorded on "
-                       f"{inputs['ssh']['host']}", hint="apply the configuration to deploy it")
-    return _outputs(values)
-
-
-def deploy(inputs: dict, ctx: Context) -> dict[str, Any]:
+def deploy(inputs: dict, ctx: Context, previous=None) -> dict[str, Any]:
     toplevel = inputs["toplevel"]
     action = inputs.get("action", "switch")
     profile = inputs.get("profile") or DEFAULT_PROFILE
@@ -156,11 +156,16 @@ def deploy(inputs: dict, ctx: Context) -> dict[str, Any]:
     magic = rollback.get("magic") or {}
     magic_timeout = int(magic.get("confirmTimeout", 30)) if magic.get("enable") and action in ("switch", "test") else 0
 
+    keys = keyfiles.parse(inputs)  # every key checked and read before anything is copied
     paths = check_local_path(toplevel, build_on_target)
     with _target(inputs, ctx) as target:
         copy_closure(target, toplevel, paths, inputs, ctx)
         if toplevel.endswith(".drv"):
             toplevel = realise_on_target(target, toplevel, ctx)
+        key_outputs: dict[str, Any] = {}
+        if action != "dry-activate":
+            key_outputs.update(keyfiles.upload(target, [k for k in keys if k.upload_at == "pre-activation"], ctx,
+                                               "pre-activation"))
         token = uuid.uuid4().hex
         use_apply = "1" if profile == DEFAULT_PROFILE else "0"
         ctx.progress("activating", f"{action} {toplevel} on {target.label}"
@@ -195,7 +200,16 @@ def deploy(inputs: dict, ctx: Context) -> dict[str, Any]:
         else:  # the activation's session was lost, but the machine confirmed: look again
             values = target.run(SCRIPT, ["state", profile, record_path(profile)], what="reading the system state",
                                 fresh=True).values
+        if action == "dry-activate":  # changes nothing: the keys as they are
+            key_outputs = keyfiles.check(target, keys)
+        else:
+            key_outputs.update(keyfiles.upload(target, [k for k in keys if k.upload_at == "post-activation"], ctx,
+                                               "post-activation"))
+            # keys dropped from the set (or moved): removed once the new system runs
+            stale = keyfiles.paths_of(previous.inputs, previous.outputs) if previous is not None else set()
+            keyfiles.remove(target, stale - {k.path for k in keys}, ctx)
     outputs = _outputs(values)
+    outputs["keys"] = {name: key_outputs[name] for name in sorted(key_outputs)}
     ctx.progress("done", f"{target.label} runs {outputs['toplevel']} (generation {outputs['generation']})")
     return outputs
 
@@ -250,7 +264,7 @@ def _confirm(target: Target, token: str, timeout: int, switched_at: float, lost,
     )
 
 
-def delete(inputs: dict, ctx: Context) -> None:
+def delete(inputs: dict, ctx: Context, outputs: dict | None = None) -> None:
     profile = inputs.get("profile") or DEFAULT_PROFILE
     on_delete = inputs.get("onDelete", "keep")
     with _target(inputs, ctx) as target:
@@ -258,10 +272,12 @@ def delete(inputs: dict, ctx: Context) -> None:
             ctx.progress("rolling back", f"{target.label} to the generation before the first deploy")
         result = target.run(SCRIPT, ["delete", profile, record_path(profile), on_delete],
                             what="deleting", relay=True)
-    values = result.values
-    if result.status != 0:
-        raise ProviderError(f"deleting the deployment on {target.label} failed: "
-                            f"{values.get('error', '')}\n{result.tail()}")
+        values = result.values
+        if result.status != 0:
+            raise ProviderError(f"deleting the deployment on {target.label} failed: "
+                                f"{values.get('error', '')}\n{result.tail()}")
+        if "rolled_back_to" in values:  # the system from before the first deploy did not have these keys
+            keyfiles.remove(target, keyfiles.paths_of(inputs, outputs), ctx)
     if "rollback_skipped" in values:
         ctx.log("onDelete = rollback: the generation before the first deploy (%s) no longer exists; "
                 "the machine stays on its current configuration", values["rollback_skipped"])

@@ -1,7 +1,8 @@
 """The POSIX shell program the provider runs on the target machine.
 
 It is sent as the argument of ``sh -c`` (never on stdin, which activation
-scripts might read), with a sub-command and its arguments after it.  Lines on
+scripts might read), with a sub-command and its arguments after it.  Only
+the key sub-commands read stdin: a key's content, which is never an argument.  Lines on
 stdout starting with ``@@fp `` carry ``key=value`` results back; everything
 else is the activation's own output, relayed to the log.
 
@@ -17,6 +18,18 @@ Sub-commands:
 ``delete PROFILE MARKER ON_DELETE``
     forget the deployment record; with ``rollback`` switch back to the
     generation that was active before the first deploy, if it still exists.
+
+``key-put DIR NAME USER GROUP MODE`` (the key's content on stdin)
+    write one deployment key atomically: create ``DIR`` when missing (mode
+    0751, owner root; an existing one is left as it is), create a temporary
+    file in ``DIR`` under umask 077, give it to ``USER:GROUP`` with ``MODE``
+    *before* writing the content, write stdin into it, rename it onto
+    ``DIR/NAME``; then report the file as ``key-check`` does.
+``key-check DIR NAME USER GROUP`` (the expected content on stdin)
+    the key file's kind, owner and mode, and whether its content equals stdin
+    (``cmp``: the content never leaves the machine, no hash is made).
+``key-remove PATH...``
+    remove each path that is a file or a symlink (never a directory).
 
 The deployment record (``MARKER``, under ``/var/lib/fediversity-providers``)
 holds ``baseline_gen``/``baseline_toplevel`` (what the profile held before the
@@ -169,12 +182,69 @@ cmd_delete() {
   cmd_state "$profile" "$marker"
 }
 
+key_stat() {  # key_stat FILE USER GROUP: what the key file is, owned by whom, with which mode
+  if [ ! -e "$1" ] && [ ! -L "$1" ]; then say kind missing; return 0; fi
+  if [ -L "$1" ] || [ ! -f "$1" ]; then say kind other; return 0; fi
+  say kind file
+  set -- "$1" "$2" "$3" $(stat -c '%u %g %a %U %G' "$1")
+  uid=$(id -u "$2" 2>/dev/null || true)
+  gid=$(getent group "$3" 2>/dev/null | cut -d: -f3 || true)
+  if [ -n "$uid" ] && [ "$4" = "$uid" ]; then say user "$2"; else say user "$7"; fi
+  if [ -n "$gid" ] && [ "$5" = "$gid" ]; then say group "$3"; else say group "$8"; fi
+  say mode "$6"
+}
+
+cmd_key_put() {
+  dir=$1 name=$2 user=$3 group=$4 mode=$5
+  if [ ! -d "$dir" ]; then
+    ( umask 022; mkdir -p "$dir" ) && chmod 0751 "$dir" || { say error "cannot create the directory $dir"; exit 1; }
+  fi
+  file=$dir/$name
+  if [ -d "$file" ] && [ ! -L "$file" ]; then say error "$file is a directory"; exit 1; fi
+  umask 077
+  tmp=$(mktemp "$dir/.$name.XXXXXX") || { say error "cannot create a file in $dir"; exit 1; }
+  trap 'rm -f "$tmp"' EXIT
+  # owner and mode first: the content is never in a file anyone else could open
+  if ! why=$(chown "$user:$group" "$tmp" 2>&1); then
+    say error "cannot give the key to $user:$group (do that user and group exist on the machine?): $why"; exit 1
+  fi
+  chmod "$mode" "$tmp" || { say error "cannot set mode $mode"; exit 1; }
+  cat > "$tmp" || { say error "writing the key into $dir failed"; exit 1; }
+  mv -f "$tmp" "$file" || { say error "cannot rename the key onto $file"; exit 1; }
+  trap - EXIT
+  key_stat "$file" "$user" "$group"
+  say content same
+}
+
+cmd_key_check() {
+  file=$1/$2
+  key_stat "$file" "$3" "$4"
+  if [ -f "$file" ] && [ ! -L "$file" ]; then
+    rc=0; cmp -s - "$file" || rc=$?
+    case $rc in
+      0) say content same ;;
+      1) say content different ;;
+      *) say content unknown ;;
+    esac
+  fi
+}
+
+cmd_key_remove() {
+  for f in "$@"; do
+    if [ -L "$f" ] || [ -f "$f" ]; then rm -f "$f" && say removed "$f"; fi
+  done
+  return 0
+}
+
 sub=$1; shift
 case "$sub" in
   state) cmd_state "$@" ;;
   deploy) cmd_deploy "$@" ;;
   confirm) cmd_confirm "$@" ;;
   delete) cmd_delete "$@" ;;
+  key-put) cmd_key_put "$@" ;;
+  key-check) cmd_key_check "$@" ;;
+  key-remove) cmd_key_remove "$@" ;;
   *) echo "unknown sub-command $sub" >&2; exit 2 ;;
 esac
 """

@@ -62,6 +62,20 @@ def _whole_number(value: object, *, field: str) -> int:
     return value
 
 
+def _feed(pipe, data: bytes) -> None:
+    """Write ``data`` to a child's stdin and close it; a child that stopped reading is not an error here."""
+    try:
+        pipe.buffer.write(data) if hasattr(pipe, "buffer") else pipe.write(data)
+        pipe.flush()
+    except (BrokenPipeError, OSError, ValueError):
+        pass
+    finally:
+        try:
+            pipe.close()
+        except (BrokenPipeError, OSError):
+            pass
+
+
 class Result:
     """What a remote command did: exit status, ``@@fp`` values, other output."""
 
@@ -88,6 +102,7 @@ class Target:
         self.connect_timeout = _whole_number(ssh.get("connectTimeout", 10), field="ssh.connectTimeout")
         self.sudo = (self.user != "root") if sudo is None else sudo
         self.log = log or (lambda line: None)
+        self.command_lines: list[list[str]] = []  # every ssh command line run (never a secret in one)
         self.dir = tempfile.mkdtemp(prefix="fediversity-nixos-config-")
         self.config = os.path.join(self.dir, "ssh_config")
         self.ssh_log = os.path.join(self.dir, "ssh.log")
@@ -260,10 +275,13 @@ class Target:
 
     # -- running commands -------------------------------------------------
     def run(self, script: str, args: list[str], *, timeout: float | None = None, what: str = "remote command",
-            relay: bool = False, fresh: bool = False) -> Result:
+            relay: bool = False, fresh: bool = False, stdin: bytes | None = None) -> Result:
         """Run ``sh -c SCRIPT fp ARGS`` on the target (under sudo when asked).
 
         ``fresh`` opens a new connection instead of sharing the request's one.
+        ``stdin`` is fed to the remote command's standard input (then closed),
+        which is how a secret reaches the machine: never in ``args``, which
+        are on ssh's command line.  Without it the command reads /dev/null.
         Raises the ssh error kind when ssh itself failed (status 255 with a
         diagnostic); otherwise returns the result, whatever the status.
         """
@@ -280,9 +298,14 @@ class Target:
         if fresh:
             argv += ["-o", "ControlMaster=no", "-o", "ControlPath=none"]
         argv += [_ALIAS, shlex.join(remote)]
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, errors="replace")
+        self.command_lines.append(argv)  # what a process listing shows (tests check that no secret is in one)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
         stderr: list[str] = []
+        feeder = None
+        if stdin is not None:
+            feeder = threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True)
+            feeder.start()
 
         def pump_stderr() -> None:
             for line in proc.stderr:  # type: ignore[union-attr]
@@ -314,6 +337,8 @@ class Target:
         finally:
             if killer is not None:
                 killer.cancel()
+            if feeder is not None:
+                feeder.join(1)
             # A killed client's connection master may keep stderr open: wait briefly then.
             reader.join(0.5 if proc.returncode is not None and proc.returncode < 0 else 5)
         diag = self.take_ssh_log()

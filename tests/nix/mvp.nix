@@ -7,15 +7,12 @@
 # (NixOps4 evaluates `rootFunction` with the outputs it has, and applies what
 # it can).  `outputs` (from the test) gives each member's outputs once applied.
 #
-#   nix-instantiate --eval --strict --json -E 'import ./mvp.nix { outputs = ...; extraProviderModules = [ ]; }'
+#   nix-instantiate --eval --strict --json -E 'import ./mvp.nix { outputs = ...; }'
 {
   outputs,
   # Which example: the MVP, or another one shaped like it (flake.nix with
   # nixosConfigurations and a `nixops4` root).
   exampleDir ? ../../nix-modules/examples/mvp,
-  # Modules added to the fediversity provider module (inputs that a branch of
-  # this repository declares before the generated provider.nix has them).
-  extraProviderModules ? [ ],
 }:
 let
   lib = import ../reference/nixpkgs-lib/lib;
@@ -28,23 +25,14 @@ let
   };
   nixops4 = import ./nixops4.nix { inherit lib pkgs; };
 
-  providersFlake =
-    let
-      flake = (import ../../nix-modules/flake.nix).outputs {
-        self = flake // {
-          packages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] (system: {
-            default = pkgs.storePath "fediversity-providers" system;
-          });
-        };
-        inherit nixpkgs;
-      };
-    in
-    flake
-    // {
-      modules.nixops4Provider.fediversity = {
-        imports = [ (flake.modules.nixops4Provider.fediversity) ] ++ extraProviderModules;
-      };
+  providersFlake = (import ../../nix-modules/flake.nix).outputs {
+    self = providersFlake // {
+      packages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] (system: {
+        default = pkgs.storePath "fediversity-providers" system;
+      });
     };
+    inherit nixpkgs;
+  };
 
   example = (import (exampleDir + "/flake.nix")).outputs {
     self = example;
