@@ -77,6 +77,8 @@ def test_garage_node_with_nixpkgs_garage_module(tmp_path):
     assert path["wantedBy"] == ["multi-user.target"]
     assert view["networking"]["firewall"]["allowedTCPPorts"] == [3900, 3902]  # never the admin port
     assert view["users"]["users"]["garage"]["isSystemUser"] is True
+    # NixOS's /run/keys is mode 0750, group keys: Garage reads its secrets there itself.
+    assert "keys" in view["users"]["users"]["garage"]["extraGroups"]
     assert result["toplevel"].endswith("-nixos-system-garage")
 
 

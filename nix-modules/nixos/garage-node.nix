@@ -309,6 +309,9 @@ in
       isSystemUser = true;
       group = "garage";
       description = "Garage object store";
+      # NixOS makes /run/keys mode 0750, group `keys`: Garage reads its
+      # secret files there itself, so it must be able to enter the directory.
+      extraGroups = [ "keys" ];
     };
     users.groups.garage = { };
     systemd.tmpfiles.rules = [
