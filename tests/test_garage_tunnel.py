@@ -368,3 +368,58 @@ def test_paramiko_loads_only_when_ssh_is_given(tmp_path):
                               timeout=60)
         assert done.stdout.strip() == loaded, done.stderr
         assert done.stderr.strip() in ("Unreachable", "Transient"), done.stderr
+
+
+def test_a_node_named_by_its_machine_is_asked_its_id_through_its_own_machine(ssh_hosts, tmp_path, driver):
+    """A node's adminEndpoint (127.0.0.1 as *that* node sees it) goes through an SSH connection to that node."""
+    first, other = ssh_hosts(2)
+    c = InNamespace(first, tmp_path, "fediversity_providers.providers.garage_cluster.testing", "garage-cluster",
+                    "--nodes", "3")
+    try:
+        v = c.vars
+        nodes = [{"rpcAddress": v[f"FVP_GARAGE_RPC_{n}"], "adminEndpoint": v[f"FVP_GARAGE_ADMIN_{n}"],
+                  "zone": f"zone-{n}", "capacity": 10**9} for n in (1, 2)]
+        # The third node is named by its machine (existing_vm's ssh output, whole): a machine the
+        # cluster does not know, whose own admin API is on its own 127.0.0.1.
+        nodes.append({"ssh": other.ssh_input(connectTimeout=5), "adminEndpoint": v["FVP_GARAGE_ADMIN_3"],
+                      "zone": "zone-3", "capacity": 10**9})
+        spec = {"adminEndpoint": v["FVP_GARAGE_ADMIN"], "adminTokenFile": str(c.token_file), "nodes": nodes,
+                "ssh": first.ssh_input(connectTimeout=5), "retryTimeout": 1}
+        before_first, before_other = logins(first), logins(other)
+        with pytest.raises(Unreachable) as caught:
+            driver.create("garage_cluster", spec)
+        message = str(caught.value)
+        assert "nodes[2].adminEndpoint" in message and "nothing was staged" in message
+        assert logins(other) > before_other, "the node's own machine was asked, through its own SSH connection"
+        assert logins(first) > before_first
+        layout = json.loads(c.python("""
+            import sys, urllib.request
+            r = urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer " + sys.argv[2]})
+            print(urllib.request.urlopen(r, timeout=10).read().decode())
+        """, v["FVP_GARAGE_ADMIN"] + "/v2/GetClusterLayout", c.token))
+        assert layout["stagedRoleChanges"] == [] and layout["version"] == 0
+    finally:
+        c.stop()
+
+
+def test_which_tunnel_a_node_id_is_asked_through():
+    from types import SimpleNamespace
+
+    from fediversity_providers.providers.garage_cluster import plan
+    from fediversity_providers.providers.garage_cluster.provider import _tunnel_to
+    from fediversity_providers.providers.garage_bucket.tunnel import Tunnel
+
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+    cluster_tunnel = object()
+    api = SimpleNamespace(c=SimpleNamespace(t=SimpleNamespace(tunnel=cluster_tunnel)))
+    ctx = SimpleNamespace(add_secret=lambda s: None)
+    whole = plan.Node(0, {"ssh": {"host": "192.0.2.22", "hostPublicKey": key}, "zone": "b", "capacity": 1,
+                          "adminEndpoint": "http://127.0.0.1:3903"})
+    own = _tunnel_to(whole, api, ctx)
+    assert isinstance(own, Tunnel) and own.ssh["host"] == "192.0.2.22"
+    by_address = plan.Node(1, {"rpcAddress": "192.0.2.23:3901", "zone": "c", "capacity": 1,
+                               "adminEndpoint": "http://192.0.2.23:3903"})
+    assert _tunnel_to(by_address, api, ctx) is cluster_tunnel
+    with pytest.raises(InvalidInput, match="nodes\\[0\\].adminEndpoint"):
+        _tunnel_to(plan.Node(0, {"ssh": {"host": "h", "hostPublicKey": key}, "zone": "b", "capacity": 1,
+                                 "adminEndpoint": "https://h:3903"}), api, ctx)

@@ -35,7 +35,7 @@ from fediversity_providers.core.errors import (
 from fediversity_providers.core.retry import is_retryable, retry
 from fediversity_providers.core.untrusted import header_value, printable
 
-__all__ = ["AdminClient", "AdminError", "Lost", "connect"]
+__all__ = ["AdminClient", "AdminError", "Lost", "classify", "connect"]
 
 PERMS = ("read", "write", "owner")
 
@@ -55,7 +55,7 @@ class Lost(Transient):
     answered = False
 
 
-def _classify(exc: AdminError) -> ProviderError:
+def classify(exc: AdminError) -> ProviderError:
     """The core's error kind for a final, non-retryable answer."""
     cls: type[ProviderError]
     if exc.status == 404:
@@ -328,7 +328,7 @@ class AdminClient:
         return out
 
     def raise_final(self, exc: AdminError) -> None:
-        raise _classify(exc)
+        raise classify(exc)
 
     # -- interface (implemented per version) --------------------------------------------
     def get_bucket(self, *, id: str | None = None, alias: str | None = None) -> dict | None:
@@ -503,10 +503,10 @@ def detect(transport: Transport) -> str:
         transport.call("GetClusterHealth", "GET", "/v2/GetClusterHealth")
     except AdminError as exc:
         if exc.status in (401, 403):
-            raise _classify(exc) from exc
+            raise classify(exc) from exc
         if exc.status in (400, 404):
             return "v1"
-        raise _classify(exc) from exc
+        raise classify(exc) from exc
     return "v2"
 
 

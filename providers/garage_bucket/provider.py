@@ -145,7 +145,7 @@ def admin_errors() -> Iterator[None]:
         if exc.status == 400 and exc.operation in ("DeleteBucket", "DeleteKey") and exc.code != "BucketNotEmpty":
             raise InvalidInput(str(exc), field="adminApiVersion",
                                hint="Garage 2.x refuses v1's deletes: set adminApiVersion to v2 or auto") from None
-        raise adminmod._classify(exc) from None
+        raise adminmod.classify(exc) from None
 
 
 # -- operations ----------------------------------------------------------------------------

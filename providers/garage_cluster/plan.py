@@ -42,6 +42,9 @@ class Node:
             self.rpc_address = entry["rpcAddress"]
             self.name = self.rpc_address
         self.admin_endpoint = entry.get("adminEndpoint")
+        # The node's machine, when given whole (existing_vm's ssh output, with
+        # its pinned host key): its own admin API is reached through it.
+        self.machine = ssh if ssh and ssh.get("hostPublicKey") else None
         self.role = role_of(entry)
 
     def matches(self, status_node: dict) -> bool:

@@ -31,8 +31,9 @@ __all__ = ["converge", "read"]
 def connect(inputs: dict, ctx, endpoint: str | None = None, version: str | None = None, tunnel=None) -> Layout:
     """The layout calls on ``endpoint`` (default: the inputs' adminEndpoint).
 
-    With ``ssh``, every admin request, a node's own ``adminEndpoint`` included,
-    goes through the tunnel to that one machine (``tunnel``: one already checked).
+    With ``ssh``, every admin request goes through the tunnel to that one
+    machine (``tunnel``: one already checked); a node's own ``adminEndpoint``
+    through its own machine when its ``ssh`` is whole (:func:`_tunnel_to`).
     """
     from fediversity_providers.providers.garage_bucket import admin
     from fediversity_providers.providers.garage_bucket.provider import read_token, tunnel_of
@@ -47,11 +48,28 @@ def connect(inputs: dict, ctx, endpoint: str | None = None, version: str | None 
     return Layout(client)
 
 
+def _tunnel_to(node: plan.Node, api: Layout, ctx):
+    """How to reach ``node``'s own admin API: through its own machine when its ``ssh`` is whole.
+
+    A node's ``adminEndpoint`` is as *that* node sees it (``http://127.0.0.1:3903``
+    on each node), so it goes through an SSH connection to that node, pinned
+    to its own host key.  Without one, through the cluster's tunnel (an
+    address the first node reaches), or directly.
+    """
+    if node.machine is None:
+        return api.c.t.tunnel
+    from fediversity_providers.providers.garage_bucket.provider import plain_http
+    from fediversity_providers.providers.garage_bucket.tunnel import Tunnel
+
+    plain_http(node.admin_endpoint, field=f"{node.field}.adminEndpoint")
+    return Tunnel(node.machine, ctx)
+
+
 def final(error: Exception) -> ProviderError:
     """Garage's final answers as the core's error kinds."""
-    from fediversity_providers.providers.garage_bucket.admin import AdminError, _classify
+    from fediversity_providers.providers.garage_bucket.admin import AdminError, classify
 
-    return _classify(error) if isinstance(error, AdminError) else error
+    return classify(error) if isinstance(error, AdminError) else error
 
 
 def converge(inputs: dict, resource, ctx) -> dict:
@@ -133,7 +151,7 @@ def _find(api: Layout, inputs: dict, ctx, nodes: list[plan.Node], status: dict) 
                      "the node's rpc_public_addr; nothing was staged")
         ctx.progress("asking its node id", node.name)
         try:
-            node_id = connect(inputs, ctx, node.admin_endpoint, api.c.version, api.c.t.tunnel).self_id()
+            node_id = connect(inputs, ctx, node.admin_endpoint, api.c.version, _tunnel_to(node, api, ctx)).self_id()
         except (ProviderError, OSError) as exc:
             if isinstance(exc, AccessDenied):
                 raise
