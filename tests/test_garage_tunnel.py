@@ -412,11 +412,13 @@ def test_which_tunnel_a_node_id_is_asked_through():
     key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
     cluster_tunnel = object()
     api = SimpleNamespace(c=SimpleNamespace(t=SimpleNamespace(tunnel=cluster_tunnel)))
+    direct = SimpleNamespace(c=SimpleNamespace(t=SimpleNamespace(tunnel=None)))
     ctx = SimpleNamespace(add_secret=lambda s: None)
     whole = plan.Node(0, {"ssh": {"host": "192.0.2.22", "hostPublicKey": key}, "zone": "b", "capacity": 1,
                           "adminEndpoint": "http://127.0.0.1:3903"})
     own = _tunnel_to(whole, api, ctx)
     assert isinstance(own, Tunnel) and own.ssh["host"] == "192.0.2.22"
+    assert _tunnel_to(whole, direct, ctx) is None, "without ssh, node endpoints are reached directly"
     by_address = plan.Node(1, {"rpcAddress": "192.0.2.23:3901", "zone": "c", "capacity": 1,
                                "adminEndpoint": "http://192.0.2.23:3903"})
     assert _tunnel_to(by_address, api, ctx) is cluster_tunnel

@@ -49,14 +49,14 @@ def connect(inputs: dict, ctx, endpoint: str | None = None, version: str | None 
 
 
 def _tunnel_to(node: plan.Node, api: Layout, ctx):
-    """How to reach ``node``'s own admin API: through its own machine when its ``ssh`` is whole.
+    """How to reach ``node``'s own admin API; with ``ssh``, through its own machine when its ``ssh`` is whole.
 
     A node's ``adminEndpoint`` is as *that* node sees it (``http://127.0.0.1:3903``
     on each node), so it goes through an SSH connection to that node, pinned
     to its own host key.  Without one, through the cluster's tunnel (an
     address the first node reaches), or directly.
     """
-    if node.machine is None:
+    if node.machine is None or api.c.t.tunnel is None:  # without ssh, every endpoint is reached directly
         return api.c.t.tunnel
     from fediversity_providers.providers.garage_bucket.provider import plain_http
     from fediversity_providers.providers.garage_bucket.tunnel import Tunnel
