@@ -17,7 +17,7 @@ import pytest
 
 from fediversity_providers.core import nulls
 from fediversity_providers.core.plugins import Registry
-from fediversity_providers.testing.nixeval import nix_eval
+from fediversity_providers.testing.nixeval import NixError, nix_eval
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTNIX = ROOT / "tests" / "nix"
@@ -65,26 +65,32 @@ def applied_outputs() -> dict:
     return outputs
 
 
+def cluster_expression(tmp: Path) -> str:
+    (tmp / "outputs.json").write_text(json.dumps(applied_outputs()))
+    return f"""
+      import {TESTNIX}/mvp.nix {{
+        outputs = builtins.fromJSON (builtins.readFile {tmp}/outputs.json);
+        exampleDir = {EXAMPLE};
+      }}
+    """
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cluster")
-    (tmp / "outputs.json").write_text(json.dumps(applied_outputs()))
-    expression = f"""
-      let
-        result = import {TESTNIX}/mvp.nix {{
-          outputs = builtins.fromJSON (builtins.readFile {tmp}/outputs.json);
-          exampleDir = {EXAMPLE};
-        }};
-      in result
-    """
-    evaluated = nix_eval(expression, workdir=tmp)
-    return evaluated
+    return nix_eval(cluster_expression(tmp), workdir=tmp)
 
 
 @pytest.fixture(scope="module")
-def node_settings(tmp_path_factory):
-    """Each Garage node's services.garage.settings and units, from the real NixOS module system."""
+def nodes(tmp_path_factory, cluster):
+    """Each Garage node's system as the deployment deploys it, from the real NixOS module system.
+
+    machines.nix plus what deployment.nix adds (the web root domain, the same as the
+    buckets' `website.rootDomain`); its toplevel is compared with the one the
+    deployment gives nixos_config, so this is the very configuration deployed.
+    """
     tmp = tmp_path_factory.mktemp("cluster-nodes")
+    root_domain = cluster["members"]["mastodon-media"]["inputs"]["website"]["rootDomain"]
     expression = f"""
       let
         lib = import {ROOT}/tests/reference/nixpkgs-lib/lib;
@@ -97,12 +103,20 @@ def node_settings(tmp_path_factory):
         }};
         node = name: (nixosSystem {{
           system = "x86_64-linux";
-          modules = [ providers.nixosModules.default machines.${{name}} ];
+          modules = [
+            providers.nixosModules.default
+            machines.${{name}}
+            {{ fediversity.garageNode.webRootDomain = {json.dumps(root_domain)}; }}
+          ];
         }}).config;
-      in lib.genAttrs [ {" ".join(json.dumps(n) for n in NODES)} ] (name: {{
-        settings = (node name).services.garage.settings;
-        firewall = (node name).networking.firewall.allowedTCPPorts;
-        zone = (node name).fediversity.garageNode.zone;
+      in lib.genAttrs [ {" ".join(json.dumps(n) for n in NODES)} ] (name: let c = node name; in {{
+        toplevel = c.system.build.toplevel;
+        view = c.system.build.view;
+        warnings = c.warnings;
+        settings = c.services.garage.settings;
+        # What Garage reads: the generated garage.toml (nixpkgs' Garage module).
+        garageToml = c.environment.etc."garage.toml".source.passthru.value;
+        zone = c.fediversity.garageNode.zone;
       }})
     """
     return nix_eval(expression, workdir=tmp)
@@ -127,18 +141,67 @@ def test_three_nodes_in_three_distinct_zones_with_replication_three(cluster):
         assert node["adminEndpoint"] == "http://127.0.0.1:3903"
 
 
-def test_each_node_is_one_node_of_the_cluster(node_settings, cluster):
+def test_the_inspected_node_systems_are_the_deployed_ones(nodes, cluster):
+    for name in NODES:
+        assert nodes[name]["toplevel"] == cluster["members"][f"{name}-config"]["inputs"]["toplevel"], name
+        assert nodes[name]["toplevel"].endswith(f"-nixos-system-{name}")
+        assert nodes[name]["warnings"] == []
+
+
+def test_each_node_is_one_node_of_the_cluster(nodes, cluster):
     zones = {n["tags"][0]: n["zone"] for n in cluster["members"]["garage"]["inputs"]["nodes"]}
     for i, name in enumerate(NODES):
-        settings = node_settings[name]["settings"]
-        assert settings["replication_factor"] == 3
-        assert settings["consistency_mode"] == "consistent"
-        assert settings["rpc_public_addr"] == f"192.0.2.{21 + i}:3901"
-        assert settings["rpc_secret_file"] == "/run/keys/garage-rpc-secret"
-        assert "rpc_secret" not in settings, "the secret itself is never in the configuration (the store)"
-        assert settings["admin"]["api_bind_addr"].startswith("127.0.0.1:")
-        assert 3901 in node_settings[name]["firewall"], "the other nodes reach its RPC port"
-        assert node_settings[name]["zone"] == zones[name], "the node and garage_cluster agree on its zone"
+        toml = nodes[name]["garageToml"]
+        assert toml == nodes[name]["settings"]
+        assert toml["replication_factor"] == 3
+        assert toml["consistency_mode"] == "consistent"
+        assert toml["rpc_public_addr"] == f"192.0.2.{21 + i}:3901" and toml["rpc_bind_addr"] == "[::]:3901"
+        assert toml.get("bootstrap_peers", []) == []  # garage_cluster connects the nodes
+        assert toml["admin"]["api_bind_addr"].startswith("127.0.0.1:")
+        assert toml["s3_web"]["root_domain"] == ".web.example.org"
+        view = nodes[name]["view"]
+        assert 3901 in view["networking"]["firewall"]["allowedTCPPorts"], "the other nodes reach its RPC port"
+        assert 3903 not in view["networking"]["firewall"]["allowedTCPPorts"], "never the admin port"
+        assert "garage-layout" not in view["systemd"]["services"], "the layout is garage_cluster's"
+        assert nodes[name]["zone"] == zones[name], "the node and garage_cluster agree on its zone"
+        assert view["systemd"]["services"]["garage"]["description"] == f"Garage object store, zone {zones[name]}"
+
+
+def test_garage_reads_the_rpc_secret_from_its_key_file_in_a_form_it_accepts(nodes, cluster):
+    """The key file itself, owned by garage with no group or other bit: never the store, never a credential."""
+    for name in NODES:
+        toml, view = nodes[name]["garageToml"], nodes[name]["view"]
+        assert toml["rpc_secret_file"] == "/run/keys/garage-rpc-secret"
+        assert "rpc_secret" not in toml, "the secret itself is never in the configuration (the store)"
+        unit = view["systemd"]["services"]["garage"]
+        assert unit["serviceConfig"]["ExecStart"].endswith("/bin/garage server")  # nixpkgs' Garage module
+        # systemd credentials would read as 0440 inside the service, which Garage refuses.
+        assert "LoadCredential" not in unit["serviceConfig"] and "allow_world_readable_secrets" not in toml
+        assert unit["serviceConfig"]["User"] == "garage" and unit["serviceConfig"]["DynamicUser"] is False
+        assert "keys" in view["users"]["users"]["garage"]["extraGroups"], "it enters /run/keys (0750, group keys)"
+        # The file it reads is the key nixos_config uploads, with an owner and mode Garage accepts.
+        key = cluster["members"][f"{name}-config"]["inputs"]["keys"]["garage-rpc-secret"]
+        assert f"{key.get('destDir') or '/run/keys'}/garage-rpc-secret" == toml["rpc_secret_file"]
+        assert key["user"] == "garage" and int(key["permissions"], 8) & 0o077 == 0
+        # Garage waits for it, and starts when it arrives after the activation that creates its user.
+        assert key["uploadAt"] == "post-activation"
+        assert toml["rpc_secret_file"] in unit["unitConfig"]["ConditionPathExists"]
+        assert toml["rpc_secret_file"] in view["systemd"]["paths"]["garage-keys"]["pathConfig"]["PathChanged"]
+        assert "garage-rpc-secret" in json.dumps(view) and RPC_SECRET_FILE not in json.dumps(view)
+
+
+def test_the_evaluation_reads_no_secret_on_the_deployer(tmp_path):
+    """Under restrict-eval, with only the repository and the test's files readable, the whole deployment
+    evaluates: no secret file on the deployer is read, so none can reach the evaluated text or the store."""
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    deployed = nix_eval(cluster_expression(allowed), workdir=allowed, restrict_to=[ROOT, allowed])
+    assert deployed["members"] == nix_eval(cluster_expression(allowed), workdir=allowed)["members"]
+    # The restriction holds: a file outside those directories cannot be read.
+    outside = tmp_path / "garage-rpc-secret"
+    outside.write_text("0" * 64 + "\n")
+    with pytest.raises(NixError, match="forbidden in restricted mode"):
+        nix_eval(f"builtins.readFile {outside}", workdir=allowed, restrict_to=[ROOT, allowed])
 
 
 def test_one_apply_in_an_order_that_works(cluster):
@@ -156,10 +219,15 @@ def test_every_node_gets_the_same_rpc_secret_as_a_key_never_a_store_path(cluster
     members = cluster["members"]
     for n in NODES:
         keys = members[f"{n}-config"]["inputs"]["keys"]
+        assert set(keys) == {"garage-rpc-secret", "garage-admin-token", "garage-metrics-token"}
         secret = keys["garage-rpc-secret"]
         assert secret["keyFile"] == RPC_SECRET_FILE and secret["text"] is None
         assert secret["user"] == "garage" and int(secret["permissions"], 8) & 0o077 == 0
         assert not secret["keyFile"].startswith("/nix/store")
+    # The deployer's file is named only as the nodes' key, in no other member's inputs.
+    text = json.dumps(members)
+    assert text.count(RPC_SECRET_FILE) == len(NODES)
+    assert "rpc_secret" not in text
 
 
 def test_the_buckets_are_on_the_cluster_through_the_tunnel(cluster):

@@ -22,6 +22,7 @@ import json
 import os
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +88,20 @@ def _run(args: list[str], workdir: Path | None) -> str:
     return done.stdout
 
 
-def nix_eval(expression: str, *, workdir: Path | None = None) -> Any:
-    """The JSON value of ``expression`` (evaluated strictly, without a store)."""
-    out = _run(["--eval", "--strict", "--json", "--store", "dummy://", "-E", expression], workdir)
+def nix_eval(expression: str, *, workdir: Path | None = None,
+             restrict_to: Sequence[str | os.PathLike] | None = None) -> Any:
+    """The JSON value of ``expression`` (evaluated strictly, without a store).
+
+    With ``restrict_to`` (directories), Nix's ``restrict-eval`` is on: reading
+    or importing any file outside them fails the evaluation, so a test can show
+    that an expression never reads, say, a secret on the deployer.
+    """
+    args = ["--eval", "--strict", "--json", "--store", "dummy://"]
+    if restrict_to is not None:
+        args += ["--option", "restrict-eval", "true"]
+        for path in restrict_to:
+            args += ["-I", os.fspath(path)]
+    out = _run([*args, "-E", expression], workdir)
     return json.loads(out)
 
 

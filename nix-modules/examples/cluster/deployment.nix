@@ -54,10 +54,15 @@ let
   };
   # Every node gets the same three secrets: one rpc_secret for the whole
   # cluster (nodes with different secrets cannot connect), one admin token.
+  # Garage reads them itself and wants them owned by `garage`, mode 0400; on
+  # a fresh VM that user exists only once the node's system is activated, so
+  # they are uploaded after activation: Garage waits for them
+  # (fediversity.waitForKeys) and starts when the last one arrives.
+  garageKey = name: keyFrom (secret name) "garage" // { uploadAt = "post-activation"; };
   garageKeys = {
-    garage-rpc-secret = keyFrom (secret "garage-rpc-secret") "garage";
-    garage-admin-token = keyFrom (secret "garage-admin-token") "garage";
-    garage-metrics-token = keyFrom (secret "garage-metrics-token") "garage";
+    garage-rpc-secret = garageKey "garage-rpc-secret";
+    garage-admin-token = garageKey "garage-admin-token";
+    garage-metrics-token = garageKey "garage-metrics-token";
   };
   serviceKeys =
     service:
@@ -73,7 +78,8 @@ let
         { }
     );
 
-  # Every node's configuration is deployed before the cluster is laid out.
+  # Every node's configuration is deployed, and its keys uploaded (so Garage
+  # is starting), before the cluster is laid out.
   allNodesDeployed = builtins.foldl' (acc: n: builtins.seq members."${n}-config".outputs.toplevel acc) true nodeNames;
   # The admin API listens on each node's 127.0.0.1 only: reached through an
   # SSH tunnel over that node's pinned connection.
