@@ -73,7 +73,9 @@ def test_every_nix_file_parses(path, tmp_path):
 def test_the_expected_files_exist():
     names = {str(p.relative_to(NIX)) for p in all_nix_files()}
     assert {"provider.nix", "package.nix", "flake.nix", "lib.nix", "checks.nix", "nixos/garage-node.nix",
-            "nixos/s3-client.nix", "nixos/keys.nix", "examples/mvp/flake.nix", "examples/mvp/deployment.nix"} <= names
+            "nixos/s3-client.nix", "nixos/keys.nix", "examples/mvp/flake.nix", "examples/mvp/deployment.nix",
+            "examples/cluster/flake.nix", "examples/cluster/deployment.nix", "examples/cluster/machines.nix",
+            "examples/cluster/nodes.nix"} <= names
 
 
 def test_committed_provider_module_is_what_the_command_prints():
