@@ -183,8 +183,13 @@ def test_garage_reads_the_rpc_secret_from_its_key_file_in_a_form_it_accepts(node
         key = cluster["members"][f"{name}-config"]["inputs"]["keys"]["garage-rpc-secret"]
         assert f"{key.get('destDir') or '/run/keys'}/garage-rpc-secret" == toml["rpc_secret_file"]
         assert key["user"] == "garage" and int(key["permissions"], 8) & 0o077 == 0
-        # Garage waits for it, and starts when it arrives after the activation that creates its user.
-        assert key["uploadAt"] == "post-activation"
+        # Uploaded before the activation that creates its user, owned by root until then: the
+        # activation gives it to garage (keyOwners) before Garage starts, and Garage waits for it.
+        assert key["uploadAt"] == "pre-activation"
+        assert view["fediversity"]["keyOwners"][toml["rpc_secret_file"]] == {"user": "garage", "group": "garage"}
+        script = view["system"]["activationScripts"]["fediversity-key-owners"]
+        assert set(script["deps"]) == {"users", "groups"}
+        assert f"chown garage:garage {toml['rpc_secret_file']}" in script["text"]
         assert toml["rpc_secret_file"] in unit["unitConfig"]["ConditionPathExists"]
         assert toml["rpc_secret_file"] in view["systemd"]["paths"]["garage-keys"]["pathConfig"]["PathChanged"]
         assert "garage-rpc-secret" in json.dumps(view) and RPC_SECRET_FILE not in json.dumps(view)

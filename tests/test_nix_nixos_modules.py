@@ -255,3 +255,36 @@ def test_garage_layout_unit_applies_a_single_nodes_layout_once(tmp_path, role, a
 def test_garage_layout_is_for_a_single_node(tmp_path):
     with pytest.raises(NixError, match="layout.capacity"):
         garage(tmp_path, layout={"capacity": "100G"}, replicationFactor=3, rpcPublicAddr="x:3901")
+
+
+def test_key_owners_are_given_their_files_during_activation(tmp_path):
+    """keyOwners' activation script, evaluated by the real module system and run as the shell it is."""
+    import os
+    import pwd
+    import subprocess
+
+    key, link, target = tmp_path / "svc-secret", tmp_path / "linked", tmp_path / "not-a-key"
+    key.write_text("s3cret")
+    key.chmod(0o400)
+    target.write_text("someone else's")
+    link.symlink_to(target)
+    owners = {str(p): {"user": "nobody", "group": "nogroup"} for p in (key, link, tmp_path / "absent")}
+    result = system(tmp_path, {"networking": {"hostName": "svc"}, "fediversity": {"keyOwners": owners}})
+    script = result["view"]["system"]["activationScripts"]["fediversity-key-owners"]
+    assert set(script["deps"]) == {"users", "groups"}, "after NixOS creates users and groups"
+    done = subprocess.run(["sh", "-euc", script["text"]], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert pwd.getpwuid(os.stat(key).st_uid).pw_name == "nobody" and (os.stat(key).st_mode & 0o777) == 0o400
+    assert os.stat(target).st_uid == 0, "a link is not followed"
+    with pytest.raises(Exception, match="not an absolute, normalised path"):
+        system(tmp_path, {"networking": {"hostName": "svc"},
+                          "fediversity": {"keyOwners": {"/run/keys/../etc/shadow": {"user": "nobody", "group": "x"}}}})
+
+
+def test_a_garage_node_gives_its_secret_files_to_garage(tmp_path):
+    view = garage(tmp_path)["view"]
+    assert view["fediversity"]["keyOwners"] == {f: {"user": "garage", "group": "garage"} for f in
+                                                (GARAGE["rpcSecretFile"], GARAGE["adminTokenFile"],
+                                                 GARAGE["metricsTokenFile"])}
+    text = view["system"]["activationScripts"]["fediversity-key-owners"]["text"]
+    assert all(f"chown garage:garage {f}" in text for f in view["fediversity"]["keyOwners"])

@@ -242,14 +242,37 @@ def test_keys_with_a_non_root_user_through_sudo(fake_nixos_hosts, driver, t1):
     assert stat_of(host, "/run/keys/k") == "deploy:root:400"
 
 
-def test_a_user_missing_on_the_machine_is_an_error_naming_the_key(fake_nixos_hosts, driver, t1):
+def test_a_key_for_a_user_the_new_system_creates_is_root_owned_until_then(fake_nixos_hosts, driver,
+                                                                            toplevel_builder):
+    host, = fake_nixos_hosts(1)
+    assert host.run("id -u fp-newuser", check=False).returncode != 0
+    # The activation creates the user (as NixOS's does), then records who owns the key at that moment.
+    creates_user = toplevel_builder("creates-user", hook=(
+        "getent group fp-newgroup >/dev/null || groupadd -r fp-newgroup; "
+        "id -u fp-newuser >/dev/null 2>&1 || useradd -r -g fp-newgroup fp-newuser; "
+        "stat -c '%U:%G:%a' /run/keys/svc-secret > /var/lib/fake-nixos/owner-at-activation"))
+    keys = {"svc-secret": {"text": "for-the-new-user", "user": "fp-newuser", "group": "fp-newgroup"}}
+    out = driver.create(TYPE, inputs_for(host, creates_user, keys))
+    assert host.file("/var/lib/fake-nixos/owner-at-activation").read_text().strip() == "root:root:400", \
+        "before its user exists the key is root's, with its mode"
+    assert stat_of(host, "/run/keys/svc-secret") == "fp-newuser:fp-newgroup:400"
+    assert content_of(host, "/run/keys/svc-secret") == b"for-the-new-user"
+    assert out["keys"]["svc-secret"]["status"] == "present" and out["keys"]["svc-secret"]["user"] == "fp-newuser"
+    assert driver.read(TYPE, inputs_for(host, creates_user, keys), out)["keys"] == out["keys"]
+
+
+def test_a_user_missing_even_after_activation_is_an_error_naming_the_key(fake_nixos_hosts, driver, t1):
     host, = fake_nixos_hosts(1)
     with pytest.raises(ProviderError) as caught:
         driver.create(TYPE, inputs_for(host, t1, {"k": {"text": "for-nobody-here", "user": "no-such-user"}}))
     message = str(caught.value)
-    assert "keys.k" in message and "no-such-user" in message and "post-activation" in message
-    assert os.listdir(host.file("/run/keys")) == [], "the temporary file was removed"
-    assert host.current_system() is None, "nothing was activated"
+    assert "keys.k" in message and "no-such-user" in message
+    assert "the new system is active, and the key stays owned by root" in message
+    assert stat_of(host, "/run/keys/k") == "root:root:400", "readable by no one but root"
+    assert [n for n in os.listdir(host.file("/run/keys")) if n.startswith(".")] == [], "no temporary file left"
+    with pytest.raises(ProviderError, match="cannot give the key to no-such-user"):  # a post-activation key: at once
+        driver.create(TYPE, inputs_for(host, t1, {"k2": {"text": "x", "user": "no-such-user",
+                                                         "uploadAt": "post-activation"}}))
 
 
 # -- hostile inputs ----------------------------------------------------------

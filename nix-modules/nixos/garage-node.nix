@@ -332,6 +332,12 @@ in
     };
     # Started once all three secret files exist (at once when keys are
     # uploaded before activation, else as soon as the last one arrives).
+    # Uploaded before the activation that creates the garage user: given to it
+    # during that activation, before Garage starts (keys.nix).
+    fediversity.keyOwners = lib.genAttrs secretFiles (_: {
+      user = "garage";
+      group = "garage";
+    });
     fediversity.waitForKeys = {
       garage = secretFiles;
     } // lib.optionalAttrs (cfg.layout.capacity != null) { garage-layout = secretFiles; };

@@ -163,9 +163,11 @@ def deploy(inputs: dict, ctx: Context, previous=None) -> dict[str, Any]:
         if toplevel.endswith(".drv"):
             toplevel = realise_on_target(target, toplevel, ctx)
         key_outputs: dict[str, Any] = {}
+        waiting: list = []  # pre-activation keys whose owner the new system creates
         if action != "dry-activate":
-            key_outputs.update(keyfiles.upload(target, [k for k in keys if k.upload_at == "pre-activation"], ctx,
-                                               "pre-activation"))
+            before, waiting = keyfiles.upload(target, [k for k in keys if k.upload_at == "pre-activation"], ctx,
+                                              "pre-activation", owner_may_wait=True)
+            key_outputs.update(before)
         token = uuid.uuid4().hex
         use_apply = "1" if profile == DEFAULT_PROFILE else "0"
         ctx.progress("activating", f"{action} {toplevel} on {target.label}"
@@ -203,8 +205,9 @@ def deploy(inputs: dict, ctx: Context, previous=None) -> dict[str, Any]:
         if action == "dry-activate":  # changes nothing: the keys as they are
             key_outputs = keyfiles.check(target, keys)
         else:
+            key_outputs.update(keyfiles.give_to_owners(target, waiting, ctx))
             key_outputs.update(keyfiles.upload(target, [k for k in keys if k.upload_at == "post-activation"], ctx,
-                                               "post-activation"))
+                                               "post-activation")[0])
             # keys dropped from the set (or moved): removed once the new system runs
             stale = keyfiles.paths_of(previous.inputs, previous.outputs) if previous is not None else set()
             keyfiles.remove(target, stale - {k.path for k in keys}, ctx)

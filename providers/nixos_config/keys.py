@@ -171,25 +171,52 @@ def _output(key: Key, values: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def upload(target: Target, keys: list[Key], ctx: Context, when: str) -> dict[str, dict[str, Any]]:
-    """Write ``keys`` onto the machine, one remote command each, the content on its stdin."""
+def upload(target: Target, keys: list[Key], ctx: Context, when: str,
+           owner_may_wait: bool = False) -> tuple[dict[str, dict[str, Any]], list[Key]]:
+    """Write ``keys`` onto the machine, one remote command each, the content on its stdin.
+
+    With ``owner_may_wait`` (before the activation), a key whose user or group
+    the machine does not have yet is written owned by root, with its mode:
+    the new system creates them, and NixOS's activation (``fediversity.keyOwners``
+    in ``nix-modules/nixos/keys.nix``) or the second upload after it gives the
+    file to them.  Returns the outputs and those keys.
+    """
     if not keys:
-        return {}
+        return {}, []
     ctx.progress("keys", f"uploading {len(keys)} {when} key{'' if len(keys) == 1 else 's'} to {target.label}")
-    outputs = {}
+    outputs, waiting = {}, []
     for key in keys:
-        result = target.run(SCRIPT, ["key-put", key.dest_dir, key.name, key.user, key.group, key.permissions],
+        result = target.run(SCRIPT, ["key-put", key.dest_dir, key.name, key.user, key.group, key.permissions,
+                                     "1" if owner_may_wait else "0"],
                             stdin=key.content, what=f"uploading key {key.name}")
         if result.status != 0 or result.values.get("kind") != "file":
             raise ProviderError(
                 f"uploading key {key.name} to {key.path} on {target.label} failed: "
                 f"{result.values.get('error') or result.tail()}",
                 field=f"keys.{key.name}",
-                hint=("check destDir, user and group (they must exist on the machine when the key is uploaded; "
-                      "a user the new system creates needs uploadAt = \"post-activation\"), then apply again"),
+                hint=("check destDir, user and group (they must exist on the machine once the new system is "
+                      "active), then apply again"),
             )
         outputs[key.name] = _output(key, result.values)
-        ctx.log("key %s: %s (%s:%s %s)", key.name, key.path, key.user, key.group, key.permissions)
+        if result.values.get("owner") == "pending":
+            waiting.append(key)
+            ctx.log("key %s: %s (owned by root until the new system creates %s:%s; %s)", key.name, key.path,
+                    key.user, key.group, key.permissions)
+        else:
+            ctx.log("key %s: %s (%s:%s %s)", key.name, key.path, key.user, key.group, key.permissions)
+    return outputs, waiting
+
+
+def give_to_owners(target: Target, keys: list[Key], ctx: Context) -> dict[str, dict[str, Any]]:
+    """After the activation: write again the keys whose owner did not exist before it, now owned by them."""
+    if not keys:
+        return {}
+    try:
+        outputs, _ = upload(target, keys, ctx, "(now that their owners exist)")
+    except ProviderError as error:
+        error.message += ("; the new system is active, and the key stays owned by root: create the user and group "
+                          "in the NixOS configuration, or fix the key's user and group, then apply again")
+        raise
     return outputs
 
 

@@ -19,12 +19,15 @@ Sub-commands:
     forget the deployment record; with ``rollback`` switch back to the
     generation that was active before the first deploy, if it still exists.
 
-``key-put DIR NAME USER GROUP MODE`` (the key's content on stdin)
+``key-put DIR NAME USER GROUP MODE OWNER_MAY_WAIT`` (the key's content on stdin)
     write one deployment key atomically: create ``DIR`` when missing (mode
     0751, owner root; an existing one is left as it is), create a temporary
     file in ``DIR`` under umask 077, give it to ``USER:GROUP`` with ``MODE``
     *before* writing the content, write stdin into it, rename it onto
-    ``DIR/NAME``; then report the file as ``key-check`` does.
+    ``DIR/NAME``; then report the file as ``key-check`` does.  With
+    ``OWNER_MAY_WAIT`` = 1 (a key uploaded before the activation that creates
+    its user), a user or group the machine does not have yet leaves the file
+    owned by root, with ``MODE``, and reports ``owner pending``.
 ``key-check DIR NAME USER GROUP`` (the expected content on stdin)
     the key file's kind, owner and mode, and whether its content equals stdin
     (``cmp``: the content never leaves the machine, no hash is made).
@@ -195,7 +198,7 @@ key_stat() {  # key_stat FILE USER GROUP: what the key file is, owned by whom, w
 }
 
 cmd_key_put() {
-  dir=$1 name=$2 user=$3 group=$4 mode=$5
+  dir=$1 name=$2 user=$3 group=$4 mode=$5 may_wait=${6:-0}
   if [ ! -d "$dir" ]; then
     ( umask 022; mkdir -p "$dir" ) && chmod 0751 "$dir" || { say error "cannot create the directory $dir"; exit 1; }
   fi
@@ -205,7 +208,9 @@ cmd_key_put() {
   tmp=$(mktemp "$dir/.$name.XXXXXX") || { say error "cannot create a file in $dir"; exit 1; }
   trap 'rm -f "$tmp"' EXIT
   # owner and mode first: the content is never in a file anyone else could open
-  if ! why=$(chown "$user:$group" "$tmp" 2>&1); then
+  if [ "$may_wait" = 1 ] && { ! id -u "$user" >/dev/null 2>&1 || ! getent group "$group" >/dev/null 2>&1; }; then
+    say owner pending  # the new system creates them: root keeps the file until then
+  elif ! why=$(chown "$user:$group" "$tmp" 2>&1); then
     say error "cannot give the key to $user:$group (do that user and group exist on the machine?): $why"; exit 1
   fi
   chmod "$mode" "$tmp" || { say error "cannot set mode $mode"; exit 1; }

@@ -54,15 +54,15 @@ let
   };
   # Every node gets the same three secrets: one rpc_secret for the whole
   # cluster (nodes with different secrets cannot connect), one admin token.
-  # Garage reads them itself and wants them owned by `garage`, mode 0400; on
-  # a fresh VM that user exists only once the node's system is activated, so
-  # they are uploaded after activation: Garage waits for them
-  # (fediversity.waitForKeys) and starts when the last one arrives.
-  garageKey = name: keyFrom (secret name) "garage" // { uploadAt = "post-activation"; };
+  # Garage reads them itself and wants them owned by `garage`, mode 0400. On
+  # a fresh VM that user exists only once the node's system is activated:
+  # nixos_config uploads them owned by root before the activation, and the
+  # activation gives them to `garage` right after creating it, before Garage
+  # starts (fediversity.keyOwners, set by garage-node.nix).
   garageKeys = {
-    garage-rpc-secret = garageKey "garage-rpc-secret";
-    garage-admin-token = garageKey "garage-admin-token";
-    garage-metrics-token = garageKey "garage-metrics-token";
+    garage-rpc-secret = keyFrom (secret "garage-rpc-secret") "garage";
+    garage-admin-token = keyFrom (secret "garage-admin-token") "garage";
+    garage-metrics-token = keyFrom (secret "garage-metrics-token") "garage";
   };
   serviceKeys =
     service:

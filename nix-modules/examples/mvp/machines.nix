@@ -77,6 +77,11 @@ in
       redis.createLocally = true;
       secrets.secretsFile = "/run/keys/peertube-secrets";
     };
+    # Uploaded before the activation that creates the peertube user (keys.nix).
+    fediversity.keyOwners."/run/keys/peertube-secrets" = {
+      user = "peertube";
+      group = "peertube";
+    };
   };
 
   pixelfed = {
@@ -86,6 +91,10 @@ in
       enable = true;
       domain = "pixelfed.example.org";
       secretFile = "/run/keys/pixelfed-env";
+    };
+    fediversity.keyOwners."/run/keys/pixelfed-env" = {
+      user = "pixelfed";
+      group = "pixelfed";
     };
   };
 }

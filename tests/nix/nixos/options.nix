@@ -151,6 +151,27 @@ in
     };
 
     # nixos/modules/misc/version.nix
+    # nixos/modules/system/activation/activation-script.nix: scriptType.
+    system.activationScripts = mkOption {
+      default = { };
+      type = types.attrsOf (
+        types.either types.str (
+          types.submodule {
+            options = {
+              deps = mkOption {
+                type = types.listOf types.str;
+                default = [ ];
+              };
+              text = mkOption { type = types.lines; };
+              supportsDryActivation = mkOption {
+                type = types.bool;
+                default = false;
+              };
+            };
+          }
+        )
+      );
+    };
     system.stateVersion = mkOption {
       type = types.str;
     };

@@ -10,6 +10,8 @@ let
     inherit (config) systemd users environment networking;
     services = enabledServices;
     system.stateVersion = config.system.stateVersion;
+    system.activationScripts = config.system.activationScripts;
+    fediversity.keyOwners = config.fediversity.keyOwners or { };
   };
   failed = map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
   checked =
