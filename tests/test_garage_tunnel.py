@@ -300,8 +300,7 @@ def test_paramiko_loads_only_when_ssh_is_given(tmp_path):
     token.write_text("t0ken\n")
     code = textwrap.dedent("""
         import json, sys
-        from fediversity_providers.providers.garage_bucket.testing import ADMIN_PORT, InNamespace
-from fediversity_providers.testing import InProcessDriver
+        from fediversity_providers.testing import InProcessDriver
         inputs = json.loads(sys.argv[1])
         with InProcessDriver() as d:
             try:
