@@ -174,6 +174,7 @@ def _scenario(hosts, garage, toplevel_builder, secret_dir: Path) -> None:
             "s3Endpoint": f"http://{hosts['garage'].address}:3900", "region": "garage",
             "globalAlias": alias, **extra})
 
+    logins = hosts["garage"].sshd_log.read_text().count("Accepted publickey")
     for service in SERVICES:
         media = bucket(f"{service}-media", website={"enable": True, "rootDomain": WEB_ROOT_DOMAIN},
                        keys=[{"name": service, "read": True, "write": True}])
@@ -183,6 +184,8 @@ def _scenario(hosts, garage, toplevel_builder, secret_dir: Path) -> None:
     assert sorted(a for b in garage.buckets() for a in b["globalAliases"]) == sorted(
         [f"{s}-media" for s in SERVICES] + ["peertube-private"])
     assert len(garage.keys()) == 3, "peertube-private uses PeerTube's key, it makes none"
+    # The emulator in the node's namespace holds them: every admin request went through an SSH login.
+    assert hosts["garage"].sshd_log.read_text().count("Accepted publickey") - logins >= 4
 
     # 4. The service machines: the bucket's secret as a key, the other settings built into the system.
     for service in SERVICES:
