@@ -12,72 +12,22 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
 from fediversity_providers import AccessDenied, InvalidInput, Transient, Unreachable
+from fediversity_providers.providers.garage_bucket.testing import ADMIN_PORT, InNamespace
 from fediversity_providers.testing import InProcessDriver
 
 T = "garage_bucket"
-PORT = 3903
+PORT = ADMIN_PORT
 #: What a request may take past FEDIVERSITY_PROVIDERS_TIMEOUT (the README's margin).
 MARGIN = 3.0
-
-
-class InNamespace:
-    """An emulated Garage served inside ``host``'s network namespace on its 127.0.0.1."""
-
-    def __init__(self, host, directory: Path, module: str, name: str, *args: str) -> None:
-        self.host, self.name = host, name
-        self.env = {**os.environ, "FEDIVERSITY_TRYOUT_DIR": str(directory / "tryout")}
-        self.token_file = directory / f"{name}-token"
-        done = subprocess.run([*self.argv(), sys.executable, "-m", module, "--background",
-                               "--token-file", str(self.token_file), *args],
-                              env=self.env, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr
-        self.vars = {k: v for k, v in (shlex.split(line)[1].split("=", 1) for line in done.stdout.splitlines())}
-        self.token = self.token_file.read_text().strip()
-
-    def argv(self) -> list[str]:
-        return ["ip", "netns", "exec", self.host.netns]
-
-    def python(self, code: str, *args: str) -> str:
-        """Run ``code`` inside the namespace; its stdout."""
-        done = subprocess.run([*self.argv(), sys.executable, "-c", textwrap.dedent(code), *args],
-                              capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    def get(self, path: str) -> object:
-        """An admin API GET from inside the namespace (the test's own look, not the provider's)."""
-        return json.loads(self.python("""
-            import sys, urllib.request
-            r = urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer " + sys.argv[2]})
-            print(urllib.request.urlopen(r, timeout=10).read().decode())
-        """, f"http://127.0.0.1:{PORT}{path}", self.token))
-
-    def buckets(self) -> list:
-        return self.get("/v2/ListBuckets")
-
-    def keys(self) -> list:
-        return self.get("/v2/ListKeys")
-
-    def ssh_sessions(self) -> int:
-        """Established TCP connections on the SSH port inside the namespace."""
-        done = subprocess.run([*self.argv(), "ss", "-Htn", "state", "established", "( sport = :22 )"],
-                              capture_output=True, text=True, check=True)
-        return len(done.stdout.splitlines())
-
-    def stop(self) -> None:
-        subprocess.run([sys.executable, "-m", "fediversity_providers.testing", "stop", self.name],
-                       env=self.env, capture_output=True, timeout=60)
 
 
 @pytest.fixture

@@ -5,7 +5,9 @@ needs: :class:`GarageEmulator` (admin API v1 and v2, with fault switches) in
 front of a moto S3 server (:class:`MotoS3`) behind a gate that enforces
 Garage's key permissions (:mod:`.s3_gate`); :class:`Spec`, the OpenAPI
 checker (:mod:`.openapi`); :class:`RealGarage` for a real binary
-(``GARAGE_BIN``); and the pytest fixtures (:mod:`.fixtures`, registered
+(``GARAGE_BIN``); :class:`InNamespace`, an emulator inside an SSH test
+host's own network namespace, reached only through the SSH tunnel
+(:mod:`.namespace`); and the pytest fixtures (:mod:`.fixtures`, registered
 through the ``pytest11`` entry point ``fediversity_providers_garage_bucket``):
 ``garage``, ``garage_emulator``, ``garage_s3``.
 
@@ -15,8 +17,9 @@ emulated Garage by hand.
 
 from .emulator import Fault, GarageEmulator, MotoS3
 from .fixtures import GarageTarget
+from .namespace import ADMIN_PORT, InNamespace
 from .openapi import Spec, SpecViolation
 from .real import RealGarage
 from .s3_gate import S3Gate
 
-__all__ = ["Fault", "GarageEmulator", "GarageTarget", "MotoS3", "RealGarage", "S3Gate", "Spec", "SpecViolation"]
+__all__ = ["ADMIN_PORT", "Fault", "GarageEmulator", "GarageTarget", "InNamespace", "MotoS3", "RealGarage", "S3Gate", "Spec", "SpecViolation"]
