@@ -14,7 +14,7 @@ import stat
 
 from .errors import InvalidInput
 
-__all__ = ["read_secret_file", "open_regular_file", "MAX_SECRET_BYTES"]
+__all__ = ["read_secret_file", "read_regular_file", "open_regular_file", "MAX_SECRET_BYTES"]
 
 #: A secret larger than this is not a token; reading stops there.
 MAX_SECRET_BYTES = 64 * 1024
@@ -41,6 +41,27 @@ def open_regular_file(path: str, *, field: str) -> int:
                            hint="give the path of a regular file; nothing was changed")
     os.set_blocking(fd, True)
     return fd
+
+
+def read_regular_file(path: str, *, field: str, limit: int, what: str = "a secret") -> bytes:
+    """At most ``limit`` bytes of the regular file ``path`` (``~`` expanded), or InvalidInput.
+
+    For secrets that are not one line (an SSH private key, a deployment
+    key's file): refused when not a regular file, unreadable, or larger than
+    ``limit``; the error names the file and the field, never the content.
+    """
+    path = os.path.expanduser(path) if isinstance(path, str) else path
+    fd = open_regular_file(path, field=field)
+    try:
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as error:
+        raise InvalidInput(f"cannot read {path!r}: {error.strerror}", field=field,
+                           hint="check the file's permissions; nothing was changed") from None
+    if len(data) > limit:
+        raise InvalidInput(f"{path!r} is larger than {limit} bytes; it does not hold {what}", field=field,
+                           hint=f"give the path of a file holding only {what}; nothing was changed")
+    return data
 
 
 def read_secret_file(path: str, *, field: str) -> str:

@@ -15,6 +15,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from support import example_bucket_outputs, example_config_outputs, example_secret_of, example_vm_outputs
+
 from fediversity_providers.core import nulls
 from fediversity_providers.core.plugins import Registry
 from fediversity_providers.testing.nixeval import NixError, nix_eval
@@ -33,35 +35,19 @@ def schemas() -> dict:
 
 
 
-def secret_of(bucket: str) -> str:
-    return f"SECRET-{bucket}-0123456789abcdef"
-
-
-def ssh_of(i: int) -> dict:
-    return {"host": f"192.0.2.{i}", "port": 22, "user": "root", "hostPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAEBAQEB",
-            "privateKeyFile": "/k", "connectTimeout": 10}
+secret_of = example_secret_of
 
 
 def applied_outputs() -> dict:
     outputs: dict = {"state": {}}
     hosts = {**{n: 21 + i for i, n in enumerate(NODES)}, **{s: 11 + i for i, s in enumerate(SERVICES)}}
     for name, i in hosts.items():
-        outputs[f"{name}-vm"] = {"ssh": ssh_of(i), "hostname": name, "system": "x86_64-linux", "kernel": "6.6",
-                                 "os": {"id": "nixos", "versionId": "25.05"}, "nixos": True, "nixVersion": "2.24.0",
-                                 "cpus": 2, "memoryBytes": 2**31}
-        outputs[f"{name}-config"] = {"toplevel": f"/nix/store/{'1' * 32}-nixos-system-{name}", "generation": 1,
-                                     "previousToplevel": None}
+        outputs[f"{name}-vm"] = example_vm_outputs(name, f"192.0.2.{i}")
+        outputs[f"{name}-config"] = example_config_outputs(name)
     outputs["garage"] = {"layoutVersion": 1, "apiVersion": "v2", "replicationFactor": 3, "nodes": [], "drift": [],
                          "health": {"status": "healthy"}}
     for b in BUCKETS:
-        service = b.split("-")[0]
-        outputs[b] = {"bucketId": "0" * 64, "globalAlias": b, "s3Endpoint": "http://192.0.2.21:3900", "region": "garage",
-                      "keys": {service: {"accessKeyId": "GK" + "1" * 24, "secretAccessKey": secret_of(b), "read": True,
-                                         "write": True, "owner": False, "created": True}},
-                      "quotas": {"maxSize": None, "maxObjects": None},
-                      "website": {"enable": b != "peertube-private", "indexDocument": "index.html", "errorDocument": None},
-                      "websiteEndpoint": None if b == "peertube-private" else f"http://{b}.web.example.org",
-                      "cors": [], "lifecycle": []}
+        outputs[b] = example_bucket_outputs(b, "http://192.0.2.21:3900")
     return outputs
 
 

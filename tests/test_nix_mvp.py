@@ -17,6 +17,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from support import example_bucket_outputs, example_config_outputs, example_secret_of, example_vm_outputs
+
 from fediversity_providers.core import nixmodule, nulls
 from fediversity_providers.core.plugins import Registry
 from fediversity_providers.testing.nixeval import NixError, nix_eval
@@ -33,31 +35,17 @@ def schemas() -> dict:
 
 
 
-def secret_of(bucket: str) -> str:
-    return f"SECRET-{bucket}-0123456789abcdef"
+secret_of = example_secret_of
 
 
 def applied_outputs() -> dict:
     """What each member's provider returns (shaped by the output schemas, checked below)."""
-    vm = lambda m: {"ssh": {"host": f"192.0.2.{10 + MACHINES.index(m)}", "port": 22, "user": "root",  # noqa: E731
-                            "hostPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAEBAQEB", "privateKeyFile": "/k",
-                            "connectTimeout": 10},
-                    "hostname": m, "system": "x86_64-linux", "kernel": "6.6", "os": {"id": "nixos", "versionId": "25.05"},
-                    "nixos": True, "nixVersion": "2.24.0", "cpus": 2, "memoryBytes": 2**31}
     outputs: dict = {"state": {}}
     for m in MACHINES:
-        outputs[f"{m}-vm"] = vm(m)
-        outputs[f"{m}-config"] = {"toplevel": f"/nix/store/{'1' * 32}-nixos-system-{m}", "generation": 1,
-                                  "previousToplevel": None, "keys": {}}
+        outputs[f"{m}-vm"] = example_vm_outputs(m, f"192.0.2.{10 + MACHINES.index(m)}")
+        outputs[f"{m}-config"] = example_config_outputs(m)
     for b in BUCKETS:
-        service = b.split("-")[0]
-        outputs[b] = {"bucketId": "0" * 64, "globalAlias": b, "s3Endpoint": "http://192.0.2.10:3900", "region": "garage",
-                      "keys": {service: {"accessKeyId": "GK" + "1" * 24, "secretAccessKey": secret_of(b), "read": True,
-                                         "write": True, "owner": False, "created": True}},
-                      "quotas": {"maxSize": None, "maxObjects": None},
-                      "website": {"enable": b != "peertube-private", "indexDocument": "index.html", "errorDocument": None},
-                      "websiteEndpoint": None if b == "peertube-private" else f"http://{b}.web.example.org",
-                      "cors": [], "lifecycle": []}
+        outputs[b] = example_bucket_outputs(b, "http://192.0.2.10:3900")
     return outputs
 
 

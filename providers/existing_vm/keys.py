@@ -15,7 +15,7 @@ import struct
 from typing import Any
 
 from fediversity_providers import Context, InvalidInput
-from fediversity_providers.core.secretfile import open_regular_file
+from fediversity_providers.core.secretfile import read_regular_file
 
 #: An SSH private key is a few kilobytes; reading stops past this.
 MAX_KEY_BYTES = 64 * 1024
@@ -80,18 +80,7 @@ def load_private_key(path: str, ctx: Context) -> Any:
 
     field = "ssh.privateKeyFile"
     # A regular file, opened without blocking (a FIFO would hang the request).
-    fd = open_regular_file(os.path.expanduser(path), field=field)
-    try:
-        with os.fdopen(fd, "rb") as handle:
-            raw = handle.read(MAX_KEY_BYTES + 1)
-    except OSError as error:
-        raise InvalidInput(
-            f"cannot read private key file {path}: {error.strerror}", field=field,
-            hint="give the path of a readable private key file (the deployer's key, not the host's)",
-        ) from None
-    if len(raw) > MAX_KEY_BYTES:
-        raise InvalidInput(f"private key file {path} is larger than {MAX_KEY_BYTES} bytes; it is not one key",
-                           field=field, hint="give the path of the private key file itself")
+    raw = read_regular_file(path, field=field, limit=MAX_KEY_BYTES, what="one private key")
     text = raw.decode("utf-8", "replace")
     ctx.add_secret(text)
     ctx.add_secret(text.strip())

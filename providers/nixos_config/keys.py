@@ -15,7 +15,6 @@ about the content (not even a hash) comes back.
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
@@ -24,7 +23,7 @@ import attrs
 from fediversity_providers.core import redact
 from fediversity_providers.core.errors import InvalidInput, ProviderError
 from fediversity_providers.core.resource import Context
-from fediversity_providers.core.secretfile import open_regular_file
+from fediversity_providers.core.secretfile import read_regular_file
 from fediversity_providers.core.untrusted import path_component, printable, refuse_control, user_name
 
 from .remote import SCRIPT
@@ -70,16 +69,7 @@ def dest_dir(value: Any, *, field: str) -> str:
 
 
 def _read_key_file(path: str, *, field: str) -> bytes:
-    fd = open_regular_file(os.path.expanduser(path), field=field)  # a FIFO or a directory is refused
-    try:
-        with os.fdopen(fd, "rb") as f:
-            data = f.read(MAX_KEY_BYTES + 1)
-    except OSError as error:
-        raise InvalidInput(f"cannot read {path!r}: {error.strerror}", field=field,
-                           hint="check the file's permissions; nothing was changed") from None
-    if len(data) > MAX_KEY_BYTES:
-        raise InvalidInput(f"{path!r} is larger than {MAX_KEY_BYTES} bytes; it does not hold a key", field=field,
-                           hint="put only the key in the file; nothing was changed")
+    data = read_regular_file(path, field=field, limit=MAX_KEY_BYTES, what="a key")  # a FIFO or a directory is refused
     try:
         redact.add_secret(data.decode("utf-8"))  # masked wherever it would be shown
     except UnicodeDecodeError:
