@@ -43,14 +43,15 @@ def open_regular_file(path: str, *, field: str) -> int:
     return fd
 
 
-def read_regular_file(path: str, *, field: str, limit: int, what: str = "a secret") -> bytes:
-    """At most ``limit`` bytes of the regular file ``path`` (``~`` expanded), or InvalidInput.
+def read_regular_file(path: str, *, field: str, limit: int, what: str = "a secret", expand_user: bool = True) -> bytes:
+    """At most ``limit`` bytes of the regular file ``path`` (``~`` expanded unless told not to), or InvalidInput.
 
     For secrets that are not one line (an SSH private key, a deployment
     key's file): refused when not a regular file, unreadable, or larger than
     ``limit``; the error names the file and the field, never the content.
     """
-    path = os.path.expanduser(path) if isinstance(path, str) else path
+    if expand_user and isinstance(path, str):
+        path = os.path.expanduser(path)
     fd = open_regular_file(path, field=field)
     try:
         with os.fdopen(fd, "rb") as f:
@@ -70,16 +71,7 @@ def read_secret_file(path: str, *, field: str) -> str:
     Refused: not a regular file, empty, larger than :data:`MAX_SECRET_BYTES`,
     not UTF-8, or holding more than one line or a carriage return.
     """
-    fd = open_regular_file(path, field=field)
-    try:
-        with os.fdopen(fd, "rb") as f:
-            raw = f.read(MAX_SECRET_BYTES + 1)
-    except OSError as error:
-        raise InvalidInput(f"cannot read {path!r}: {error.strerror}", field=field,
-                           hint="check the file's permissions; nothing was changed") from None
-    if len(raw) > MAX_SECRET_BYTES:
-        raise InvalidInput(f"{path!r} is larger than {MAX_SECRET_BYTES} bytes; it does not hold one secret",
-                           field=field, hint="put only the secret in the file; nothing was changed")
+    raw = read_regular_file(path, field=field, limit=MAX_SECRET_BYTES, what="one secret", expand_user=False)
     if raw.endswith(b"\n"):
         raw = raw[:-1]
     if b"\n" in raw or b"\r" in raw:
