@@ -229,6 +229,8 @@ _SUCCESS_LINES = {"state-event": "State event sent successfully"}
 
 def _run(args: "argparse.Namespace") -> int:
     from .client import ProviderProcess, response_payload
+    from .engine import MAX_TIMEOUT_SECONDS
+    from .errors import TimedOut
     from .errors import ProviderError
 
     argv = None
@@ -240,16 +242,21 @@ def _run(args: "argparse.Namespace") -> int:
             argv = [args.provider_exe, *extra]
         elif args.provider_args_json is not None:
             raise _BadFlag("--provider-args-json needs --provider-exe")
-        if args.timeout is not None and not args.timeout > 0:
-            raise _BadFlag(f"--timeout must be a positive number of seconds, got {args.timeout}")
+        if args.timeout is not None and not 0 < args.timeout <= MAX_TIMEOUT_SECONDS:  # nan and inf too
+            raise _BadFlag(f"--timeout must be a number of seconds between 0 and {MAX_TIMEOUT_SECONDS}, "
+                           f"got {args.timeout}")
         request = _build_request(args, _gather_inputs(args))
     except _BadFlag as error:
         print(f"fediversity-provider {args.command}: {error}", file=sys.stderr)
         return EXIT_FAILED
     try:
-        with ProviderProcess(argv) as provider:
-            response = provider.request(request, timeout=args.timeout)
-            status = provider.close()
+        with ProviderProcess(argv, timeout=args.timeout) as provider:
+            response = provider.request(request)
+            try:
+                status = provider.close()
+            except TimedOut as late:  # it answered, then did not exit: the answer stands
+                print(f"fediversity-provider {args.command}: {late}", file=sys.stderr)
+                status = None
     except ProviderError as error:
         print(f"fediversity-provider {args.command}: {error}", file=sys.stderr)
         return EXIT_FAILED
@@ -257,6 +264,8 @@ def _run(args: "argparse.Namespace") -> int:
         print(_SUCCESS_LINES[args.command])
     else:
         print(json.dumps(response_payload(response), indent=2, sort_keys=True))
+    if status is None:
+        return EXIT_FAILED
     if status != 0:
         print(f"fediversity-provider {args.command}: the provider exited with status {status}", file=sys.stderr)
         return EXIT_FAILED

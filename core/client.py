@@ -7,6 +7,8 @@ protocol is exercised end to end, byte for byte.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -32,8 +34,11 @@ class ProviderProcess:
     """One provider process serving requests in order until closed."""
 
     def __init__(self, argv: Sequence[str] | None = None, *, env: dict[str, str] | None = None,
-                 stderr: int | None = None) -> None:
+                 stderr: int | None = None, timeout: float | None = None) -> None:
+        """``timeout``: seconds each answer, and the exit after the last, may take before the provider
+        (with whatever it started: it runs in a session of its own then) is killed."""
         self.argv = list(argv) if argv else default_provider_argv()
+        self.timeout = timeout
         try:
             self._process = subprocess.Popen(
                 self.argv,
@@ -41,6 +46,7 @@ class ProviderProcess:
                 stdout=subprocess.PIPE,
                 stderr=stderr,
                 env=env,
+                start_new_session=timeout is not None,
             )
         except OSError as exc:
             raise ProviderError(
@@ -74,11 +80,12 @@ class ProviderProcess:
             self._process.stdin.flush()
         except BrokenPipeError:
             pass  # the read below reports the exit
+        timeout = self.timeout if timeout is None else timeout
         killer, fired = None, threading.Event()
 
         def stop() -> None:
             fired.set()
-            self._process.kill()
+            self._kill()
 
         if timeout is not None:
             killer = threading.Timer(timeout, stop)
@@ -108,11 +115,30 @@ class ProviderProcess:
             raise from_message(response.message)
         return response
 
+    def _kill(self) -> None:
+        """The provider and, when it has a session of its own, everything it started there."""
+        if self.timeout is not None:
+            try:
+                os.killpg(self._process.pid, signal.SIGKILL)
+                return
+            except (ProcessLookupError, PermissionError):
+                pass
+        self._process.kill()
+
     def close(self) -> int:
-        """EOF on stdin, then wait: a provider must exit 0."""
+        """EOF on stdin, then wait (at most ``timeout``, then kill): a provider must exit 0."""
         if self._process.stdin and not self._process.stdin.closed:
-            self._process.stdin.close()
-        status = self._process.wait()
+            try:
+                self._process.stdin.close()
+            except BrokenPipeError:
+                pass
+        try:
+            status = self._process.wait(self.timeout)
+        except subprocess.TimeoutExpired:
+            self._kill()
+            self._process.wait()
+            raise TimedOut(f"the provider {self.argv[0]!r} did not exit within {self.timeout:g}s after its "
+                           "answer and was stopped", hint="raise --timeout, or look at its stderr above") from None
         if self._process.stdout:
             self._process.stdout.close()
         return status
@@ -124,9 +150,13 @@ class ProviderProcess:
     def __enter__(self) -> "ProviderProcess":
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: object, *rest: object) -> None:
         if self._process.poll() is None:
-            self.close()
+            if exc_type is not None and self.timeout is not None:
+                self._kill()  # the request already failed: do not wait for the provider too
+                self._process.wait()
+            else:
+                self.close()
 
 
 def response_payload(response: object) -> dict:

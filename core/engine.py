@@ -20,6 +20,8 @@ __all__ = ["Engine", "DEBUG_ENV", "TIMEOUT_ENV"]
 
 DEBUG_ENV = "FEDIVERSITY_PROVIDERS_DEBUG"
 TIMEOUT_ENV = "FEDIVERSITY_PROVIDERS_TIMEOUT"
+#: The longest deadline one may set (a year): beyond it, timers and timeouts overflow.
+MAX_TIMEOUT_SECONDS = 366 * 24 * 3600
 
 _VERBS = {
     "createResourceRequest": "creating",
@@ -85,9 +87,10 @@ class Engine:
                 seconds = float(raw)
             except ValueError:
                 seconds = -1.0
-            if not seconds > 0:  # also refuses nan
+            if not 0 < seconds <= MAX_TIMEOUT_SECONDS:  # also refuses nan and inf
                 raise InvalidInput(
-                    f"the environment variable {TIMEOUT_ENV}={raw!r} is not a positive number of seconds",
+                    f"the environment variable {TIMEOUT_ENV}={raw!r} is not a number of seconds between 0 and "
+                    f"{MAX_TIMEOUT_SECONDS}",
                     resource=type_name,
                     hint=f"unset {TIMEOUT_ENV}, or set it to seconds, e.g. 600",
                 )

@@ -74,7 +74,7 @@ def host_name(value: str, *, field: str) -> str:
     import ipaddress
 
     refuse_control(value, field=field)
-    if ":" in value:
+    if ":" in value and "%" not in value:  # no scope id: the schemas allow none, and it is free text
         try:
             ipaddress.IPv6Address(value)
             return value

@@ -192,3 +192,35 @@ def test_a_plugin_selection_naming_nothing_installed_warns():
     done = run("types", env=env)
     assert done.returncode == 0
     assert "FEDIVERSITY_PROVIDERS_PLUGINS names 'greeting-plugn'" in done.stderr
+
+
+@pytest.mark.parametrize("value", ["inf", "1e300", "nan", "-1", "0"])
+def test_a_timeout_that_is_no_number_of_seconds_is_refused(value, tmp_path):
+    done = run("create", "--type", "proxmox_vm", "--timeout", value)
+    assert done.returncode == 1 and "--timeout must be a number of seconds" in done.stderr
+    assert "Traceback" not in done.stderr and "Exception" not in done.stderr
+    env = {**__import__("os").environ, "FEDIVERSITY_PROVIDERS_TIMEOUT": value}
+    stub = {"name": "web1", "template": "debian-12-cloud", "stub": {"stateDir": str(tmp_path)}}
+    served = run("create", "--type", "proxmox_vm", "--stateful", "--inputs-json", json.dumps(stub), env=env)
+    assert served.returncode == 1 and "FEDIVERSITY_PROVIDERS_TIMEOUT" in served.stderr
+    assert "internal error" not in served.stderr and "Traceback" not in served.stderr
+
+
+@pytest.mark.parametrize("script, says, prints", [
+    # a grandchild keeps the provider's stdout open
+    ("sleep 30; true", "did not answer within 1s and was stopped", False),
+    # it answers nonsense, then does not exit
+    ("echo NaN; sleep 30", "cannot read", False),
+    # it answers, then does not exit: the answer stands, the exit is reported
+    ('echo \'{"createResourceResponse":{"outputProperties":{"a":1}}}\'; exec sleep 30',
+     "did not exit within 1s after its answer", True),
+])
+def test_the_timeout_covers_the_providers_children_and_its_exit(script, says, prints):
+    import time
+
+    started = time.monotonic()
+    done = run("create", "--type", "x", "--provider-exe", "sh", "--provider-args-json", json.dumps(["-c", script]),
+               "--timeout", "1")
+    assert time.monotonic() - started < 10
+    assert done.returncode == 1 and says in done.stderr and "Traceback" not in done.stderr
+    assert (json.loads(done.stdout) == {"a": 1}) if prints else done.stdout == ""

@@ -117,7 +117,8 @@ def test_a_key_file_path_is_read_back_as_given_or_refused(tmp_path_factory, name
 def test_the_helpers_refuse_what_the_schemas_refuse():
     for good in ("vm1.example.org", "192.0.2.10", "2001:db8::10", "::1", "localhost.", "a"):
         assert host_name(good, field="ssh.host") == good
-    for bad in ("", "-oProxyCommand=x", "a b", "[::1]", "::1]", "1:2:3", "a..b", "a_b.org", "x" * 254, "é.org"):
+    for bad in ("", "-oProxyCommand=x", "a b", "[::1]", "::1]", "1:2:3", "a..b", "a_b.org", "x" * 254, "é.org",
+                "::1%$(id)", "fe80::1%eth0", "::1%;reboot"):
         with pytest.raises(InvalidInput, match="not a host name"):
             host_name(bad, field="ssh.host")
     for good in ("root", "deploy", "_svc", "a.b-c", "u" * 32):
