@@ -87,3 +87,72 @@ def test_a_machine_that_never_answers_ends_at_the_deadline(fake_nixos_hosts, top
     finally:
         host.make_reachable()
     assert_timed_out(done, took, "copying the closure" if provider == "nixos_config" else "connecting to")
+
+
+class SlowProxy:
+    """A TCP proxy in front of a real sshd that delays each answer of the server but the first by ``delay``."""
+
+    def __init__(self, host, delay: float) -> None:
+        import socket
+
+        self.delay, self.target = delay, (host.address, host.port)
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(8)
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            threading.Thread(target=self.pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self.pump, args=(upstream, client, True), daemon=True).start()
+
+    def pump(self, a, b, slow: bool) -> None:
+        import socket
+
+        first = True
+        try:
+            while data := a.recv(65536):
+                if slow and not first:
+                    time.sleep(self.delay)
+                first = False
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_a_machine_that_answers_slowly_is_bounded_as_a_whole(ssh_hosts):
+    host, = ssh_hosts(1)
+    proxy = SlowProxy(host, delay=2.0)
+    try:
+        ssh = {**host.ssh_input(), "host": "127.0.0.1", "port": proxy.port, "connectTimeout": 30}
+        # Each phase (key exchange, login, the facts) within its own limit took about 16 s.
+        done, took = timed_create("existing_vm", {"ssh": ssh})
+        assert_timed_out(done, took, "connecting to")
+        env = {**os.environ}
+        env.pop("FEDIVERSITY_PROVIDERS_TIMEOUT", None)
+        started = time.monotonic()
+        bounded = subprocess.run([sys.executable, "-m", "fediversity_providers", "create", "--type", "existing_vm",
+                                  "--inputs-json", json.dumps({"ssh": {**ssh, "connectTimeout": 3}})],
+                                 capture_output=True, text=True, timeout=120, env=env)
+        assert time.monotonic() - started < 3 + MARGIN
+        assert bounded.returncode == 1 and ("longer than 3s" in bounded.stderr or "within 3s" in bounded.stderr), \
+            bounded.stderr
+    finally:
+        proxy.close()

@@ -14,13 +14,14 @@ import base64
 import logging
 import select
 import socket
+import threading
 import time
 
 import fabric
 import invoke
 import paramiko
 
-from fediversity_providers import Context, ProtocolError, ProviderError, TimedOut
+from fediversity_providers import Context, ProtocolError, ProviderError, TimedOut, Unreachable
 from fediversity_providers.core.engine import TIMEOUT_ENV
 from fediversity_providers.core.retry import retry
 from fediversity_providers.core.untrusted import host_name, printable, user_name
@@ -117,6 +118,43 @@ def _attempt_within(ssh: dict, pinned, pkey, timeout: float) -> str:
         sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as error:
         raise classify(error, ssh, pinned, "connecting") from None
+    # The whole attempt (banner, key exchange, login, facts) ends by ``deadline``:
+    # a watchdog shuts the socket then, which ends whatever paramiko waits for.
+    # Each phase's own timeout alone would let a slow server take several times
+    # connectTimeout (or the request's deadline).
+    phase, expired = ["connecting"], threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    # Half a second after the phases' own limits, so that theirs (a silent
+    # server, a slow handshake) are the errors reported when they apply.
+    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()) + 0.5, expire)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        return _converse(sock, ssh, pinned, pkey, timeout, deadline, phase)
+    except ProviderError:
+        if expired.is_set():
+            raise Unreachable(
+                f"{host}:{port} stopped answering while {phase[0]}: connecting, logging in and gathering the "
+                f"facts took longer than {timeout:g}s", field="ssh.host",
+                hint="check the machine and the network; raise ssh.connectTimeout (and the request's deadline)",
+            ) from None
+        raise
+    finally:
+        watchdog.cancel()
+        sock.close()
+
+
+def _converse(sock: socket.socket, ssh: dict, pinned, pkey, timeout: float, deadline: float,
+              phase: list[str]) -> str:
+    """Log in on ``sock`` and gather the facts; ProviderError for every failure."""
+    host, port = ssh["host"], ssh["port"]
     # An SSH server speaks first.  Waiting for that here, rather than in
     # paramiko's handshake, reports a silent server the same way every time.
     if not select.select([sock], [], [], max(0.0, deadline - time.monotonic()))[0]:
@@ -139,8 +177,8 @@ def _attempt_within(ssh: dict, pinned, pkey, timeout: float) -> str:
             "allow_agent": False,
             "look_for_keys": pkey is None,
             "banner_timeout": max(0.1, deadline - time.monotonic()),
-            "auth_timeout": timeout,
-            "channel_timeout": timeout,
+            "auth_timeout": max(0.1, deadline - time.monotonic()),
+            "channel_timeout": max(0.1, deadline - time.monotonic()),
         },
     )
     client = conn.client
@@ -151,8 +189,9 @@ def _attempt_within(ssh: dict, pinned, pkey, timeout: float) -> str:
             conn.open()
         except Exception as error:
             raise classify(error, ssh, pinned, "connecting") from None
+        phase[0] = "gathering facts"
         try:
-            status, stdout, stderr = _run_capped(conn.client, facts.COMMAND, timeout)
+            status, stdout, stderr = _run_capped(conn.client, facts.COMMAND, max(0.1, deadline - time.monotonic()))
         except ProviderError:
             raise
         except Exception as error:
@@ -165,5 +204,4 @@ def _attempt_within(ssh: dict, pinned, pkey, timeout: float) -> str:
         return stdout
     finally:
         conn.close()
-        sock.close()
 
