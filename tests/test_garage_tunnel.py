@@ -375,3 +375,21 @@ def test_which_tunnel_a_node_id_is_asked_through():
     with pytest.raises(InvalidInput, match="nodes\\[0\\].adminEndpoint"):
         _tunnel_to(plan.Node(0, {"ssh": {"host": "h", "hostPublicKey": key}, "zone": "b", "capacity": 1,
                                  "adminEndpoint": "https://h:3903"}), api, ctx)
+
+
+@pytest.mark.parametrize("endpoint", ["http://192.0.2.7:3903", "http://garage2.example:3903", "http://[2001:db8::2]:3903"])
+def test_through_the_tunnel_only_the_machines_own_loopback(driver, tmp_path, endpoint):
+    """Beyond the SSH machine's loopback, the token would cross the network in clear from there."""
+    token = tmp_path / "token"
+    token.write_text("t0ken\n")
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+    spec = {"adminEndpoint": endpoint, "adminTokenFile": str(token), "s3Endpoint": "http://127.0.0.1:1",
+            "globalAlias": "media", "ssh": {"host": "192.0.2.1", "hostPublicKey": key}}
+    with pytest.raises(InvalidInput) as caught:
+        driver.create(T, spec)
+    assert "must be on the SSH machine's own loopback" in str(caught.value) and "nothing was changed" in str(caught.value)
+    nodes = [{"rpcAddress": "192.0.2.2:3901", "adminEndpoint": endpoint, "zone": "a", "capacity": 1}]
+    with pytest.raises(InvalidInput, match="nodes\\[0\\].adminEndpoint.*own loopback"):
+        driver.create("garage_cluster", {"adminEndpoint": "http://127.0.0.1:3903", "adminTokenFile": str(token),
+                                         "replicationFactor": 1, "nodes": nodes,
+                                         "ssh": {"host": "192.0.2.1", "hostPublicKey": key}})

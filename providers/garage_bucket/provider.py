@@ -106,12 +106,27 @@ def tunnel_of(inputs: dict, ctx, endpoint: str | None = None):
 
 
 def plain_http(endpoint: str, field: str = "adminEndpoint") -> None:
-    """An endpoint reached through the SSH tunnel is http:// (TLS cannot run over the channel here)."""
+    """An endpoint reached through the SSH tunnel: ``http://`` on the SSH machine's own loopback.
+
+    TLS cannot run over the channel here, and the SSH connection encrypts the
+    exchange only as far as that machine: an endpoint beyond its loopback
+    would carry the admin token across the network in clear from there.
+    """
+    from urllib.parse import urlsplit
+
     if not endpoint.startswith("http://"):
         raise InvalidInput(f"with ssh, the admin endpoint must be http://, not {endpoint.split(':', 1)[0]}://",
                            field=field,
                            hint="give the admin API as the Garage machine sees it, e.g. http://127.0.0.1:3903; "
                                 "the SSH connection already encrypts and authenticates it; nothing was changed")
+    host = (urlsplit(endpoint).hostname or "").lower()
+    if not (host == "localhost" or host == "::1" or host.startswith("127.")):
+        raise InvalidInput(
+            f"with ssh, the admin endpoint must be on the SSH machine's own loopback, not {host!r}: beyond it the "
+            "admin token would cross the network in clear", field=field,
+            hint="give http://127.0.0.1:<port> of the machine ssh names; for another node, name it by its machine "
+                 "(its own ssh) so that its own tunnel is used, or drop ssh and reach the admin API over https; "
+                 "nothing was changed")
 
 
 def connect(inputs: dict, ctx) -> AdminClient:
