@@ -398,3 +398,17 @@ def test_the_secret_is_not_on_the_subprocess_providers_stderr(fake_nixos_hosts, 
     assert "uploading 1 pre-activation key" in err
     assert value not in err and value not in json.dumps(out)
     assert content_of(host, "/run/keys/k") == value.encode()
+
+
+def test_a_tampered_state_cannot_make_an_update_remove_other_files(fake_nixos_hosts, driver, t1):
+    host, = fake_nixos_hosts(1)
+    host.write_file("/etc/victim", "precious\n")
+    inputs = inputs_for(host, t1, {"k": {"text": "a key"}})
+    out = driver.create(TYPE, inputs)
+    tampered = json.loads(json.dumps(out))
+    tampered["keys"]["x"] = {**out["keys"]["k"], "path": "/etc/victim"}
+    driver.update(TYPE, inputs, tampered, inputs)
+    assert host.file("/etc/victim").read_text() == "precious\n", "only files the provider wrote are removed"
+    # A key the provider did write is still removed when it leaves the set.
+    driver.update(TYPE, inputs, out, inputs_for(host, t1, {}))
+    assert not host.file("/run/keys/k").exists()

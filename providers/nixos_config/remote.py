@@ -28,11 +28,14 @@ Sub-commands:
     ``OWNER_MAY_WAIT`` = 1 (a key uploaded before the activation that creates
     its user), a user or group the machine does not have yet leaves the file
     owned by root, with ``MODE``, and reports ``owner pending``.
+    Every path it writes is listed in ``keys-written`` beside the records.
 ``key-check DIR NAME USER GROUP`` (the expected content on stdin)
     the key file's kind, owner and mode, and whether its content equals stdin
     (``cmp``: the content never leaves the machine, no hash is made).
 ``key-remove PATH...``
-    remove each path that is a file or a symlink (never a directory).
+    remove each path that key-put wrote (listed in ``keys-written``) and that
+    is a file or a symlink (never a directory); any other path is left alone
+    and reported ``not_ours``.
 
 The deployment record (``MARKER``, under ``/var/lib/fediversity-providers``)
 holds ``baseline_gen``/``baseline_toplevel`` (what the profile held before the
@@ -43,6 +46,9 @@ SCRIPT = r"""
 PATH=/run/wrappers/bin:/run/current-system/sw/bin:/nix/var/nix/profiles/default/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 export PATH
 say() { printf '@@fp %s=%s\n' "$1" "$2"; }
+# Every key file key-put wrote on this machine, one path a line: key-remove removes only these.
+KEYS_WRITTEN_DIR=/var/lib/fediversity-providers/nixos_config
+KEYS_WRITTEN=$KEYS_WRITTEN_DIR/keys-written
 active() { [ -e /run/current-system ] && readlink -f /run/current-system || true; }
 gen_of() {  # the generation number the profile points at, or nothing
   [ -L "$1" ] || return 0
@@ -217,6 +223,10 @@ cmd_key_put() {
   cat > "$tmp" || { say error "writing the key into $dir failed"; exit 1; }
   mv -f "$tmp" "$file" || { say error "cannot rename the key onto $file"; exit 1; }
   trap - EXIT
+  # What key-remove may remove: only files key-put wrote (a tampered state
+  # naming /etc/passwd as a key must not make an update delete it).
+  mkdir -p "$KEYS_WRITTEN_DIR" && chmod 0700 "$KEYS_WRITTEN_DIR"
+  grep -qxF -- "$file" "$KEYS_WRITTEN" 2>/dev/null || printf '%s\n' "$file" >> "$KEYS_WRITTEN"
   key_stat "$file" "$user" "$group"
   say content same
 }
@@ -236,7 +246,10 @@ cmd_key_check() {
 
 cmd_key_remove() {
   for f in "$@"; do
+    if ! grep -qxF -- "$f" "$KEYS_WRITTEN" 2>/dev/null; then say not_ours "$f"; continue; fi
     if [ -L "$f" ] || [ -f "$f" ]; then rm -f "$f" && say removed "$f"; fi
+    grep -vxF -- "$f" "$KEYS_WRITTEN" > "$KEYS_WRITTEN.new" || true
+    mv -f "$KEYS_WRITTEN.new" "$KEYS_WRITTEN"
   done
   return 0
 }
