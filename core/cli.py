@@ -37,6 +37,7 @@ environment variables:
   FEDIVERSITY_PROVIDERS_NO_CACHE=1  scan installed distributions for plugins on every start
   FEDIVERSITY_PROVIDERS_MAX_LINE_BYTES   longest request line serve reads (default 16 MiB)
   FEDIVERSITY_PROVIDERS_CLEANUP_SECONDS  clean-up time after SIGTERM/SIGINT (default 10)
+  FEDIVERSITY_PROVIDERS_FILE_ROOTS  colon-separated directories: the only places input-named files are read from
 
 exit status: 0 success; 1 the request failed or a flag's value is wrong; 2 the command line cannot be parsed
 """

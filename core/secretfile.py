@@ -2,8 +2,12 @@
 
 No secret is ever an input (inputs end up in the Nix store), so providers
 take a *path*.  That path is an input, though, and so is untrusted: a FIFO
-would block the request forever, a directory or a device is a mistake, and a
-file with several lines is not one secret.  Whatever is wrong, the error
+would block the request forever, a directory or a device is a mistake, a
+file with several lines is not one secret, and whoever shapes the inputs
+could name any file the provider can read and have it sent to a machine or
+server of their choosing (a deployment key's ``keyFile``, a token file's
+first line in an HTTP header): ``FEDIVERSITY_PROVIDERS_FILE_ROOTS`` limits
+what may be read to the directories the deployer names.  Whatever is wrong, the error
 names the file and the field, never what the file holds.
 """
 
@@ -14,7 +18,11 @@ import stat
 
 from .errors import InvalidInput
 
-__all__ = ["read_secret_file", "read_regular_file", "open_regular_file", "MAX_SECRET_BYTES"]
+__all__ = ["read_secret_file", "read_regular_file", "open_regular_file", "file_roots", "FILE_ROOTS_ENV",
+           "MAX_SECRET_BYTES"]
+
+#: Colon-separated directories: when set, a file an input names is read only if it is under one of them.
+FILE_ROOTS_ENV = "FEDIVERSITY_PROVIDERS_FILE_ROOTS"
 
 #: A secret larger than this is not a token; reading stops there.
 MAX_SECRET_BYTES = 64 * 1024
@@ -39,8 +47,33 @@ def open_regular_file(path: str, *, field: str) -> int:
         os.close(fd)
         raise InvalidInput(f"{path!r} is not a regular file ({_kind(mode)})", field=field,
                            hint="give the path of a regular file; nothing was changed")
+    roots = file_roots()
+    if roots is not None:
+        real = _real_path(fd, path)
+        if not any(os.path.commonpath([real, root]) == root for root in roots):
+            os.close(fd)
+            raise InvalidInput(
+                f"{path!r} is not under the directories {FILE_ROOTS_ENV} allows ({os.pathsep.join(roots)})",
+                field=field, hint=f"put the file under one of them, or change {FILE_ROOTS_ENV} where the provider "
+                                  "runs; nothing was changed")
     os.set_blocking(fd, True)
     return fd
+
+
+def file_roots() -> list[str] | None:
+    """The directories :data:`FILE_ROOTS_ENV` names (resolved), or None when it is unset: every file may be read."""
+    raw = os.environ.get(FILE_ROOTS_ENV)
+    if raw is None:
+        return None
+    return [os.path.realpath(d) for d in raw.split(os.pathsep) if d.strip()]
+
+
+def _real_path(fd: int, path: str) -> str:
+    """Where the file open on ``fd`` really is (what was opened, not what the name says now)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return os.path.realpath(path)
 
 
 def read_regular_file(path: str, *, field: str, limit: int, what: str = "a secret", expand_user: bool = True) -> bytes:

@@ -188,3 +188,22 @@ def test_context_waiting_writes_progress_lines(capfd):
         time.sleep(0.12)
     err = capfd.readouterr().err
     assert "waiting: still waiting for nix copy to host:" in err and "limit 30s" in err
+
+
+def test_file_roots_limit_what_an_input_may_name(tmp_path, monkeypatch):
+    from fediversity_providers.core.secretfile import FILE_ROOTS_ENV, read_regular_file, read_secret_file
+
+    allowed, outside = tmp_path / "secrets", tmp_path / "elsewhere"
+    allowed.mkdir()
+    outside.mkdir()
+    (allowed / "token").write_text("t0ken\n")
+    (outside / "shadow").write_text("root:x\n")
+    (allowed / "sneaky").symlink_to(outside / "shadow")
+    assert read_secret_file(str(outside / "shadow"), field="f") == "root:x", "unset: every file may be read"
+    monkeypatch.setenv(FILE_ROOTS_ENV, f"{allowed}:{tmp_path / 'absent'}")
+    assert read_secret_file(str(allowed / "token"), field="adminTokenFile") == "t0ken"
+    for path in (outside / "shadow", allowed / "sneaky", allowed / ".." / "elsewhere" / "shadow", "/etc/hostname"):
+        with pytest.raises(InvalidInput) as caught:
+            read_regular_file(str(path), field="keys.k.keyFile", limit=100)
+        assert FILE_ROOTS_ENV in str(caught.value) and "keys.k.keyFile" in str(caught.value)
+        assert "root:x" not in str(caught.value)

@@ -412,3 +412,18 @@ def test_a_tampered_state_cannot_make_an_update_remove_other_files(fake_nixos_ho
     # A key the provider did write is still removed when it leaves the set.
     driver.update(TYPE, inputs, out, inputs_for(host, t1, {}))
     assert not host.file("/run/keys/k").exists()
+
+
+def test_file_roots_keep_a_key_file_from_naming_any_deployer_file(fake_nixos_hosts, driver, t1, tmp_path,
+                                                                  monkeypatch):
+    host, = fake_nixos_hosts(1)
+    allowed = tmp_path / "keys"
+    allowed.mkdir()
+    (allowed / "ok").write_text("fine")
+    deployer_key_dir = os.path.dirname(host.ssh_input()["privateKeyFile"])  # the ssh key is such a file too
+    monkeypatch.setenv("FEDIVERSITY_PROVIDERS_FILE_ROOTS", f"{allowed}:{deployer_key_dir}")
+    with pytest.raises(InvalidInput, match="keys.c.keyFile.*FEDIVERSITY_PROVIDERS_FILE_ROOTS"):
+        driver.create(TYPE, inputs_for(host, t1, {"c": {"keyFile": "/etc/shadow", "destDir": "/root"}}))
+    assert not host.file("/root/c").exists() and host.current_system() is None, "nothing was copied or sent"
+    out = driver.create(TYPE, inputs_for(host, t1, {"c": {"keyFile": str(allowed / "ok")}}))
+    assert out["keys"]["c"]["status"] == "present"
