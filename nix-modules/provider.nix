@@ -631,13 +631,37 @@ in
                   default = 3901;
                 };
                 ssh = mkOption {
-                  description = "The node's machine as existing_vm outputs it (only host is used here): the node is the one whose RPC address or hostname is this host, and its RPC address is host:rpcPort. Give this or rpcAddress.";
+                  description = "The node's machine as existing_vm outputs it (pass its ssh output straight on): the node is the one whose RPC address or hostname is this host, and its RPC address is host:rpcPort. Given whole (with hostPublicKey) and with the top-level ssh, the node's own adminEndpoint is reached through an SSH connection to this machine. Give this or rpcAddress.";
                   type = types.nullOr (types.submodule {
-                    freeformType = types.attrsOf types.anything;
                     options = {
+                      connectTimeout = mkOption {
+                        description = "Seconds to wait for the machine to accept the connection, present its SSH banner, log in and open the tunnel; each admin request opens its own.";
+                        type = types.int;
+                        default = 10;
+                      };
                       host = mkOption {
                         description = "Host name, IPv4 address or IPv6 literal (without brackets) of the machine; nothing else is accepted, so the value can never be read as an SSH option.";
                         type = types.str;
+                      };
+                      hostPublicKey = mkOption {
+                        description = "The machine's SSH host public key (\"ssh-ed25519 AAAA...\"); with it and the top-level ssh, the node's own admin API is reached through an SSH connection to this machine, pinned to this key. null: the machine names the node only.";
+                        type = types.nullOr types.str;
+                        default = null;
+                      };
+                      port = mkOption {
+                        description = "SSH port.";
+                        type = types.int;
+                        default = 22;
+                      };
+                      privateKeyFile = mkOption {
+                        description = "Path of the private key to log in with (a path, never the key itself; it must not be passphrase-protected). null tries ~/.ssh/id_ed25519, id_ecdsa and id_rsa. The SSH agent, passwords and keyboard-interactive logins are never used.";
+                        type = types.nullOr types.str;
+                        default = null;
+                      };
+                      user = mkOption {
+                        description = "POSIX user name to log in as (letters, digits, '_', '.', '-'; at most 32 characters, not starting with '-' or '.').";
+                        type = types.str;
+                        default = "root";
                       };
                     };
                   });

@@ -393,3 +393,19 @@ def test_through_the_tunnel_only_the_machines_own_loopback(driver, tmp_path, end
         driver.create("garage_cluster", {"adminEndpoint": "http://127.0.0.1:3903", "adminTokenFile": str(token),
                                          "replicationFactor": 1, "nodes": nodes,
                                          "ssh": {"host": "192.0.2.1", "hostPublicKey": key}})
+
+
+@pytest.mark.parametrize("field, value", [("connectTimeout", "x"), ("privateKeyFile", 5), ("port", 0),
+                                          ("user", "root\nProxyCommand x"), ("extra", 1)])
+def test_a_nodes_machine_is_checked_like_any_ssh_input(driver, tmp_path, field, value):
+    token = tmp_path / "token"
+    token.write_text("t0ken\n")
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+    machine = {"host": "192.0.2.2", "hostPublicKey": key, field: value}
+    nodes = [{"ssh": machine, "adminEndpoint": "http://127.0.0.1:3903", "zone": "a", "capacity": 1}]
+    with pytest.raises(InvalidInput) as caught:
+        driver.create("garage_cluster", {"adminEndpoint": "http://127.0.0.1:3903", "adminTokenFile": str(token),
+                                         "replicationFactor": 1, "nodes": nodes,
+                                         "ssh": {"host": "192.0.2.1", "hostPublicKey": key}})
+    assert "nodes[0].ssh" in str(caught.value) or "inputProperties.nodes.0.ssh" in str(caught.value), caught.value
+    assert "internal error" not in str(caught.value)
