@@ -89,8 +89,8 @@ class Engine:
                 seconds = -1.0
             if not 0 < seconds <= MAX_TIMEOUT_SECONDS:  # also refuses nan and inf
                 raise InvalidInput(
-                    f"the environment variable {TIMEOUT_ENV}={raw!r} is not a number of seconds between 0 and "
-                    f"{MAX_TIMEOUT_SECONDS}",
+                    f"the environment variable {TIMEOUT_ENV}={raw!r} is not a positive number of seconds "
+                    f"(at most {MAX_TIMEOUT_SECONDS})",
                     resource=type_name,
                     hint=f"unset {TIMEOUT_ENV}, or set it to seconds, e.g. 600",
                 )

@@ -427,3 +427,10 @@ def test_file_roots_keep_a_key_file_from_naming_any_deployer_file(fake_nixos_hos
     assert not host.file("/root/c").exists() and host.current_system() is None, "nothing was copied or sent"
     out = driver.create(TYPE, inputs_for(host, t1, {"c": {"keyFile": str(allowed / "ok")}}))
     assert out["keys"]["c"]["status"] == "present"
+
+
+def test_a_key_given_as_a_bare_string_is_not_echoed(driver, t1):
+    ssh = {"host": "127.0.0.1", "hostPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"}
+    with pytest.raises(InvalidInput) as caught:
+        driver.create(TYPE, {"ssh": ssh, "toplevel": str(t1), "keys": {"a": "SECRETVAL-bare-string"}})
+    assert "SECRETVAL" not in str(caught.value) and "keys.a" in str(caught.value)
