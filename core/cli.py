@@ -103,7 +103,8 @@ def build_parser() -> "argparse.ArgumentParser":
             "create": "the (whole) input properties as one JSON object",
             "update": "the new input properties as one JSON object",
         }.get(name, "the input properties recorded for the resource, as one JSON object")
-        runner.add_argument("--inputs-json", metavar="JSON", help=inputs_help + " (default: {})")
+        runner.add_argument("--inputs-json", metavar="JSON", help=inputs_help + " (default: {}); every JSON flag "
+                            "also takes @FILE or @- (standard input), so that no secret shows in `ps`")
         runner.add_argument("-j", "--input-json", nargs=2, action="append", default=[], metavar=("NAME", "JSON"),
                             help="one input property, in JSON (repeatable; a name given twice is an error)")
         runner.add_argument("-s", "--input-str", nargs=2, action="append", default=[], metavar=("NAME", "STR"),
@@ -180,6 +181,18 @@ def _json_flag(flag: str, text: str | None, *, want: type | None = dict, default
 
     if text is None:
         return default
+    if text.startswith("@"):  # @FILE or @- (stdin): a secret in the inputs then never shows in `ps`
+        where = text[1:]
+        try:
+            if where == "-":
+                text = sys.stdin.read()
+            else:
+                with open(where, encoding="utf-8") as f:
+                    text = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _BadFlag(f"cannot read the value of {flag} from {where!r}: {getattr(exc, 'strerror', None) or exc}") \
+                from None
+        text = text.strip()
     try:
         value = parse_line(text)
     except ProtocolError as exc:

@@ -224,3 +224,18 @@ def test_the_timeout_covers_the_providers_children_and_its_exit(script, says, pr
     assert time.monotonic() - started < 10
     assert done.returncode == 1 and says in done.stderr and "Traceback" not in done.stderr
     assert (json.loads(done.stdout) == {"a": 1}) if prints else done.stdout == ""
+
+
+def test_json_flags_read_from_a_file_or_stdin_so_no_secret_is_on_the_command_line(tmp_path):
+    spec = {"note": "S3CRET-never-in-argv"}
+    (tmp_path / "inputs.json").write_text(json.dumps(spec))
+    from_file = upstream("create", "--type", "memo", "--inputs-json", f"@{tmp_path / 'inputs.json'}")
+    assert from_file.returncode == 0, from_file.stderr
+    assert json.loads(from_file.stdout) == {"echo": spec}
+    from_stdin = subprocess.run([sys.executable, "-m", "fediversity_providers", "create", "--provider-exe",
+                                 sys.executable, "--provider-args-json", json.dumps([UPSTREAM_LIKE]), "--type", "memo",
+                                 "--inputs-json", "@-"], input=json.dumps(spec), capture_output=True, text=True,
+                                timeout=60)
+    assert json.loads(from_stdin.stdout) == {"echo": spec}
+    missing = run("create", "--type", "memo", "--inputs-json", f"@{tmp_path / 'absent.json'}")
+    assert missing.returncode == 1 and "cannot read the value of --inputs-json" in missing.stderr
