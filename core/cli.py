@@ -77,21 +77,22 @@ def build_parser() -> "argparse.ArgumentParser":
         description="NixOps4 resource providers for Fediversity: serve the protocol, run one operation, or introspect.",
         epilog=_ENVIRONMENT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # as nixops4-resource-runner: a flag is spelled out
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+    common = {"epilog": _ENVIRONMENT, "formatter_class": argparse.RawDescriptionHelpFormatter, "allow_abbrev": False}
 
     serve = sub.add_parser("serve", help="speak NixOps4's resource protocol on stdin/stdout (what NixOps4 runs)",
                            description="Answer NixOps4's resource protocol v0 on stdin/stdout, one JSON line per "
-                                       "request; logs go to stderr.", epilog=_ENVIRONMENT,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+                                       "request; logs go to stderr.", **common)
     serve.add_argument("--debug", action="store_true", help="log debug lines and tracebacks of plugin bugs to stderr")
 
     for name in _RUNNER_COMMANDS:
-        runner = sub.add_parser(name, help=_DESCRIPTIONS[name].split(":")[0].lower(),
-                                description=_DESCRIPTIONS[name] + " Flags as nixops4-resource-runner's.",
-                                epilog=_ENVIRONMENT, formatter_class=argparse.RawDescriptionHelpFormatter)
+        summary = _DESCRIPTIONS[name].split(":")[0]
+        runner = sub.add_parser(name, help=(summary[0].lower() + summary[1:]).rstrip("."),
+                                description=_DESCRIPTIONS[name] + " Flags as nixops4-resource-runner's.", **common)
         runner.add_argument("--provider-exe", metavar="PATH",
                             help="the executable that implements the resource operations "
                                  "(default: this suite's own serve)")
@@ -131,24 +132,24 @@ def build_parser() -> "argparse.ArgumentParser":
                                      "default: this project's name and version)")
             runner.add_argument("--patch-json", required=True, metavar="JSON",
                                 help="the JSON Patch (RFC 6902) operations to apply to the state, a JSON array")
-        runner.add_argument("--timeout", type=float, metavar="SECONDS", default=None,
+        runner.add_argument("--timeout", metavar="SECONDS", default=None,
                             help="stop the provider and fail if it has not answered within SECONDS" + _OURS)
 
     types = sub.add_parser("types", help="list the resource types this provider serves",
-                           description="List the resource types served, with requireState.")
+                           description="List the resource types served, with requireState.", **common)
     types.add_argument("--json", action="store_true", help="print JSON instead of a table")
     schema = sub.add_parser("schema", help="print a type's input and output JSON Schemas",
-                            description="Print a resource type's input and output JSON Schemas.")
+                            description="Print a resource type's input and output JSON Schemas.", **common)
     schema.add_argument("type", metavar="TYPE", help="the resource type, e.g. garage_bucket")
     plugins = sub.add_parser("plugins", help="which plugin provides which types, from which distribution",
                              description="Which plugin provides which types, from which distribution, "
-                                         "and what failed to load.")
+                                         "and what failed to load.", **common)
     plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
     plugins.add_argument("--check", action="store_true",
                          help="run every check on every plugin (JSON Schema validity too); list each problem; "
                               "exit 1 if there is any")
     sub.add_parser("nix-module", help="print the NixOps4 provider module generated from the schemas",
-                   description="Print the NixOps4 provider module (Nix) generated from the types' schemas.")
+                   description="Print the NixOps4 provider module (Nix) generated from the types' schemas.", **common)
     return parser
 
 
@@ -162,13 +163,21 @@ def _suggestion(message: str, parser: "argparse.ArgumentParser") -> str:
         choices = [c for c in _RUNNER_COMMANDS + ("serve", "types", "schema", "plugins", "nix-module")]
         close = difflib.get_close_matches(found[1], choices, n=1)
         return f" (did you mean {close[0]!r}?)" if close else ""
+    parsers = [parser] + [p for a in parser._actions if a.dest == "command" for p in a.choices.values()]
+    flags = sorted({flag for p in parsers for action in p._actions for flag in action.option_strings})
     found = re.search(r"unrecognized arguments: (--?[\w-]+)", message)
-    if found:
-        parsers = [parser] + [p for a in parser._actions if a.dest == "command" for p in a.choices.values()]
-        flags = sorted({flag for p in parsers for action in p._actions for flag in action.option_strings})
-        close = difflib.get_close_matches(found[1].split("=")[0], flags, n=1)
-        return f" (did you mean {close[0]!r}?)" if close else ""
+    typed = [found[1]] if found else []
+    if "required" in message:  # a mistyped required flag is reported as missing: look at what was typed
+        typed = [a.split("=")[0] for a in _RAW_ARGS if a.startswith("--") and a.split("=")[0] not in flags]
+    for flag in typed:
+        close = difflib.get_close_matches(flag.split("=")[0], flags, n=1)
+        if close:
+            return f" (did you mean {close[0]!r} for {flag!r}?)" if not found else f" (did you mean {close[0]!r}?)"
     return ""
+
+
+#: The command line being parsed, for suggestions in usage errors.
+_RAW_ARGS: list[str] = []
 
 
 class _BadFlag(Exception):
@@ -196,7 +205,7 @@ def _json_flag(flag: str, text: str | None, *, want: type | None = dict, default
     try:
         value = parse_line(text)
     except ProtocolError as exc:
-        raise _BadFlag(f"failed to parse value of {flag}: {exc.message}") from None
+        raise _BadFlag(f"failed to parse value of {flag}: {exc.message.replace('the line', 'the value')}") from None
     if want is not None and not isinstance(value, want):
         raise _BadFlag(f"{flag} must be a JSON {'object' if want is dict else 'array'}, got: {text[:80]!r}")
     return value
@@ -256,9 +265,14 @@ def _run(args: "argparse.Namespace") -> int:
             argv = [args.provider_exe, *extra]
         elif args.provider_args_json is not None:
             raise _BadFlag("--provider-args-json needs --provider-exe")
-        if args.timeout is not None and not 0 < args.timeout <= MAX_TIMEOUT_SECONDS:  # nan and inf too
-            raise _BadFlag(f"--timeout must be a number of seconds between 0 and {MAX_TIMEOUT_SECONDS}, "
-                           f"got {args.timeout}")
+        if args.timeout is not None:
+            try:
+                args.timeout = float(args.timeout)
+            except ValueError:
+                args.timeout = float("nan")
+            if not 0 < args.timeout <= MAX_TIMEOUT_SECONDS:  # nan and inf too
+                raise _BadFlag(f"--timeout must be a number of seconds between 0 and {MAX_TIMEOUT_SECONDS}, "
+                               f"got {args.timeout:g}")
         request = _build_request(args, _gather_inputs(args))
     except _BadFlag as error:
         print(f"fediversity-provider {args.command}: {error}", file=sys.stderr)
@@ -320,6 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = SimpleNamespace(command="serve", debug=argv == ["serve", "--debug"])
     else:
         parser = build_parser()
+        _RAW_ARGS[:] = argv
         args = parser.parse_args(argv)
     if args.command == "serve":
         from .engine import Engine

@@ -169,12 +169,16 @@ class Registry:
         import difflib
 
         close = difflib.get_close_matches(str(name), list(self.types), n=1)
+        hint = "check the type name, or install the plugin that provides it"
+        if os.environ.get(ONLY_PLUGINS_ENV) is not None:
+            hint = (f"check the type name; {ONLY_PLUGINS_ENV}={os.environ[ONLY_PLUGINS_ENV]!r} loads only the "
+                    "plugins it names: add the one that provides it, or install it")
         raise InvalidInput(
             f"unknown resource type {name!r}"
             + (f" (did you mean {close[0]!r}?)" if close else "")
             + f"; this provider knows: {known}",
             field="type",
-            hint="check the type name, or install the plugin that provides it",
+            hint=hint,
         )
 
     def check(self, *, full: bool = True) -> list[Failure]:

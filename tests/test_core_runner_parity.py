@@ -239,3 +239,20 @@ def test_json_flags_read_from_a_file_or_stdin_so_no_secret_is_on_the_command_lin
     assert json.loads(from_stdin.stdout) == {"echo": spec}
     missing = run("create", "--type", "memo", "--inputs-json", f"@{tmp_path / 'absent.json'}")
     assert missing.returncode == 1 and "cannot read the value of --inputs-json" in missing.stderr
+
+
+def test_flags_are_spelled_out_and_a_mistyped_required_flag_is_named():
+    abbreviated = run("create", "--typ", "proxmox_vm")
+    assert abbreviated.returncode == 2, "no abbreviations, as nixops4-resource-runner"
+    typo = run("create", "--tpye", "proxmox_vm")
+    assert typo.returncode == 2 and "did you mean '--type' for '--tpye'?" in typo.stderr
+    word = run("create", "--type", "x", "--timeout", "abc")
+    assert word.returncode == 1 and "--timeout must be a number of seconds" in word.stderr
+    for command in ("types", "schema", "plugins", "nix-module"):
+        assert "FEDIVERSITY_PROVIDERS_PLUGINS" in run(command, "--help").stdout
+
+
+def test_a_type_hidden_by_the_plugin_selection_says_so(tmp_path):
+    env = {**__import__("os").environ, "FEDIVERSITY_PROVIDERS_PLUGINS": "nothing-here"}
+    done = run("create", "--type", "greeting", env=env)
+    assert done.returncode == 1 and "FEDIVERSITY_PROVIDERS_PLUGINS='nothing-here' loads only" in done.stderr
