@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 
@@ -79,7 +80,8 @@ def check_expect(outputs: dict, expect: dict) -> None:
         actual = outputs[name]
         if actual != wanted:
             raise Conflict(
-                f"expected {name} {wanted!r}, but the machine {outputs['ssh']['host']} reports {actual!r}",
+                f"expected {name} {json.dumps(wanted)}, but the machine {outputs['ssh']['host']} reports "
+                f"{json.dumps(actual)}",
                 field=f"expect.{name}",
                 hint="point ssh at the right machine, or change expect to what it is",
             )
