@@ -203,9 +203,9 @@ def _json_flag(flag: str, text: str | None, *, want: type | None = dict, default
                 from None
         text = text.strip()
     try:
-        value = parse_line(text)
+        value = parse_line(text, what="the value")
     except ProtocolError as exc:
-        raise _BadFlag(f"failed to parse value of {flag}: {exc.message.replace('the line', 'the value')}") from None
+        raise _BadFlag(f"failed to parse value of {flag}: {exc.message}") from None
     if want is not None and not isinstance(value, want):
         raise _BadFlag(f"{flag} must be a JSON {'object' if want is dict else 'array'}, got: {text[:80]!r}")
     return value

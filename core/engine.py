@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from . import answers, logs, nulls, redact, replacement, schema
-from .errors import InvalidInput, ProviderError
+from .errors import TIMEOUT_ENV, InvalidInput, ProviderError
 from .interrupt import NO_GUARD
 from .plugins import Registry
 from .resource import Context, Resource, ResourceType
@@ -19,7 +19,7 @@ from .resource import Context, Resource, ResourceType
 __all__ = ["Engine", "DEBUG_ENV", "TIMEOUT_ENV"]
 
 DEBUG_ENV = "FEDIVERSITY_PROVIDERS_DEBUG"
-TIMEOUT_ENV = "FEDIVERSITY_PROVIDERS_TIMEOUT"
+
 #: The longest deadline one may set (a year): beyond it, timers and timeouts overflow.
 MAX_TIMEOUT_SECONDS = 366 * 24 * 3600
 
@@ -180,18 +180,17 @@ class Engine:
         if kind == "createResourceRequest":
             rtype = self.registry.get(body["type"])
             stateless = rtype.requires_state and not body["isStateful"]
-            state_problem = ("isStateful: this resource type needs its outputs persisted, but the request says "
-                             "isStateful: false")
+            state_problem = "this resource type needs its outputs persisted, but the request says isStateful: false"
             state_hint = "give the resource a state (NixOps4: requireState; the runner: --stateful)"
             try:
                 inputs, _ = self._inputs(rtype, body["inputProperties"], "inputProperties")
             except InvalidInput as error:
                 if stateless:  # one answer names every problem, the missing state too
-                    error.message += f"; and {state_problem}"
+                    error.message += f"; and isStateful: {state_problem}"
                     error.hint = f"{error.hint}; and {state_hint}" if error.hint else state_hint
                 raise
             if stateless:
-                raise InvalidInput(state_problem.partition(": ")[2], resource=rtype.name, field="isStateful",
+                raise InvalidInput(state_problem, resource=rtype.name, field="isStateful",
                                    hint=state_hint + " before creating it")
             ctx = self._context(rtype.name, body["isStateful"])
             with self.plugin_guard:

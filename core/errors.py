@@ -112,6 +112,10 @@ class Unreachable(Transient):
     kind = "unreachable"
 
 
+#: The environment variable that sets every request's deadline (see the engine).
+TIMEOUT_ENV = "FEDIVERSITY_PROVIDERS_TIMEOUT"
+
+
 class TimedOut(ProviderError):
     """The request's deadline (``FEDIVERSITY_PROVIDERS_TIMEOUT``) passed first.
 
@@ -120,6 +124,12 @@ class TimedOut(ProviderError):
     """
 
     kind = "timed out"
+
+    @classmethod
+    def deadline_passed(cls, what: str, consequence: str, *, field: str | None = None) -> "TimedOut":
+        """The error for ``what`` cut short by the request's deadline, saying what that left (``consequence``)."""
+        return cls(f"{what}: the request's deadline ({TIMEOUT_ENV}) passed; {consequence}", field=field,
+                   hint=f"raise {TIMEOUT_ENV} or unset it, then apply again")
 
 
 class ProtocolError(ProviderError):

@@ -76,23 +76,12 @@ def _explain(error: Any, root: str, schema: dict[str, Any]) -> list[str]:
         return [f"{format_path(root, [*error.absolute_path, name])}: required field is missing" for name in missing]
     if error.schema.get("x-sensitive") is True or _subschema(schema, error.absolute_path).get("x-sensitive"):
         return [f"{where}: the value (not shown: it is sensitive) does not satisfy {error.validator!r}"]
-    if _holds_sensitive(error.schema):
+    if _has_sensitive(error.schema):
         # A value where a sensitive one may sit (a key given as a bare string
         # instead of {text = ...}) may be that secret: it is not quoted either.
         return [f"{where}: the value (not shown: it may be sensitive) does not satisfy {error.validator!r}"
                 + (f" ({error.validator_value!r})" if error.validator == "type" else "")]
     return [f"{where}: {_json_message(error)}"]
-
-
-def _holds_sensitive(schema: Any, depth: int = 0) -> bool:
-    """Whether ``schema`` marks anything inside it ``x-sensitive``."""
-    if depth > 32:
-        return False
-    if isinstance(schema, dict):
-        return schema.get("x-sensitive") is True or any(_holds_sensitive(v, depth + 1) for v in schema.values())
-    if isinstance(schema, list):
-        return any(_holds_sensitive(v, depth + 1) for v in schema)
-    return False
 
 
 def _json_message(error: Any) -> str:

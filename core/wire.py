@@ -89,30 +89,31 @@ def _lone_surrogate(value: Any) -> bool:
     return False
 
 
-def parse_line(line: bytes | str) -> Any:
+def parse_line(line: bytes | str, *, what: str = "the line") -> Any:
     """The JSON value of one line, or :class:`ProtocolError` saying why not.
 
     Stricter than :func:`json.loads`, as NixOps4's own parser is: ``NaN``,
     ``Infinity``, numbers beyond a double (``1e400``), strings holding a lone
     surrogate (``"\\udcff"``: not Unicode text, and no answer could echo it)
-    and nesting deeper than :data:`MAX_DEPTH` are refused.
+    and nesting deeper than :data:`MAX_DEPTH` are refused.  ``what`` names
+    the text in the error (a flag's value, say).
     """
     if isinstance(line, bytes):
         try:
             line = line.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise ProtocolError(f"the line is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+            raise ProtocolError(f"{what} is not UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
         value = json.loads(line, parse_constant=_refuse_constant, parse_float=_finite)
     except RecursionError:
-        raise ProtocolError(f"the line nests arrays or objects more than {MAX_DEPTH} deep") from None
+        raise ProtocolError(f"{what} nests arrays or objects more than {MAX_DEPTH} deep") from None
     except ValueError as exc:
-        raise ProtocolError(f"the line is not JSON: {printable(str(exc))}") from None
+        raise ProtocolError(f"{what} is not JSON: {printable(str(exc))}") from None
     if (line.count("[") + line.count("{") > MAX_DEPTH) and _depth_exceeds(value, MAX_DEPTH):
-        raise ProtocolError(f"the line nests arrays or objects more than {MAX_DEPTH} deep")
+        raise ProtocolError(f"{what} nests arrays or objects more than {MAX_DEPTH} deep")
     if "\\u" in line and _lone_surrogate(value):
         raise ProtocolError(
-            "the line holds a string with a lone surrogate (a \\ud800-\\udfff escape without its pair), "
+            f"{what} holds a string with a lone surrogate (a \\ud800-\\udfff escape without its pair), "
             "which is not Unicode text"
         )
     return value

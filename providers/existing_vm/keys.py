@@ -104,3 +104,36 @@ def load_private_key(path: str, ctx: Context) -> Any:
             f"private key file {path} is not an SSH private key paramiko can read ({type(error).__name__})",
             field=field, hint="give an OpenSSH or PEM private key file (ed25519, ecdsa or rsa)",
         ) from None
+
+
+#: The ssh object's defaults, as existing_vm's schema gives them.
+SSH_DEFAULTS = {"port": 22, "user": "root", "privateKeyFile": None, "connectTimeout": 10}
+
+
+def checked_login(ssh: dict, ctx: Context) -> tuple[dict, Any, Any]:
+    """``(ssh, pinned, pkey)`` for a pinned login: every field checked before any connection.
+
+    ``ssh`` comes back with its defaults and its host key without the comment;
+    ``pinned`` is the paramiko host key, ``pkey`` the private key or None
+    (the default key files).  Host and user are checked again here, where
+    they are used, whatever the schema said.
+    """
+    from fediversity_providers.core.untrusted import host_name, user_name
+
+    ssh = {**SSH_DEFAULTS, **ssh}
+    host_name(ssh["host"], field="ssh.host")
+    user_name(ssh["user"], field="ssh.user")
+    kind, blob = parse_host_key(ssh["hostPublicKey"])
+    ssh["hostPublicKey"] = f"{kind} {base64.b64encode(blob).decode()}"
+    pinned = host_key_object(kind, blob)
+    pkey = load_private_key(ssh["privateKeyFile"], ctx) if ssh["privateKeyFile"] else None
+    return ssh, pinned, pkey
+
+
+def pin(client: Any, ssh: dict, pinned: Any) -> None:
+    """Make paramiko ``client`` accept only ``pinned`` for the machine: no known_hosts, no first use."""
+    import paramiko
+
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    name = ssh["host"] if ssh["port"] == 22 else f"[{ssh['host']}]:{ssh['port']}"
+    client.get_host_keys().add(name, pinned.get_name(), pinned)

@@ -10,7 +10,6 @@ agent, no password or keyboard-interactive).  Transient failures are retried
 
 from __future__ import annotations
 
-import base64
 import logging
 import select
 import socket
@@ -22,9 +21,8 @@ import invoke
 import paramiko
 
 from fediversity_providers import Context, ProtocolError, ProviderError, TimedOut, Unreachable
-from fediversity_providers.core.engine import TIMEOUT_ENV
 from fediversity_providers.core.retry import retry
-from fediversity_providers.core.untrusted import host_name, printable, user_name
+from fediversity_providers.core.untrusted import printable
 
 from . import facts, keys
 from .errors import classify
@@ -37,14 +35,7 @@ __all__ = ["observe"]
 
 def observe(inputs: dict, ctx: Context) -> dict:
     """Connect (retrying transient failures), gather facts, check ``expect``; the outputs."""
-    ssh = dict(inputs["ssh"])
-    # The schema says so too; checked again here, where the value is used.
-    host_name(ssh["host"], field="ssh.host")
-    user_name(ssh["user"], field="ssh.user")
-    kind, blob = keys.parse_host_key(ssh["hostPublicKey"])
-    ssh["hostPublicKey"] = f"{kind} {base64.b64encode(blob).decode()}"  # without the comment
-    pinned = keys.host_key_object(kind, blob)
-    pkey = keys.load_private_key(ssh["privateKeyFile"], ctx) if ssh.get("privateKeyFile") else None
+    ssh, pinned, pkey = keys.checked_login(inputs["ssh"], ctx)
 
     found = retry(lambda: _attempt(ssh, pinned, pkey, ctx), window=inputs.get("retryTimeout", 0),
                   deadline=ctx.deadline, what=f"connecting to {ssh['host']}:{ssh['port']}",
@@ -98,9 +89,8 @@ def _attempt(ssh: dict, pinned, pkey, ctx: Context) -> str:
     left = ctx.remaining()
     if left is None or left >= ssh["connectTimeout"]:
         return _attempt_within(ssh, pinned, pkey, ssh["connectTimeout"])
-    late = TimedOut(f"connecting to {host}:{port}: the request's deadline ({TIMEOUT_ENV}) passed; "
-                    "nothing was run on the machine", field="ssh.host",
-                    hint=f"raise {TIMEOUT_ENV} or unset it, then apply again")
+    late = TimedOut.deadline_passed(f"connecting to {host}:{port}", "nothing was run on the machine",
+                                    field="ssh.host")
     if left <= 0.05:
         raise late
     try:
@@ -182,8 +172,7 @@ def _converse(sock: socket.socket, ssh: dict, pinned, pkey, timeout: float, dead
         },
     )
     client = conn.client
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.get_host_keys().add(host if port == 22 else f"[{host}]:{port}", pinned.get_name(), pinned)
+    keys.pin(client, ssh, pinned)
     try:
         try:
             conn.open()

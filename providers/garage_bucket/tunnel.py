@@ -25,7 +25,6 @@ Imported only when ``ssh`` is given: it loads paramiko.
 
 from __future__ import annotations
 
-import base64
 import http.client
 import logging
 import socket
@@ -34,8 +33,7 @@ from typing import Any
 
 import paramiko
 
-from fediversity_providers.core.errors import AccessDenied, ProviderError
-from fediversity_providers.core.untrusted import host_name, user_name
+from fediversity_providers.core.errors import ProviderError
 from fediversity_providers.providers.existing_vm import keys
 from fediversity_providers.providers.existing_vm.errors import classify
 
@@ -51,14 +49,7 @@ class Tunnel:
     """The ``ssh`` input, checked once; :meth:`connection` makes one tunnelled HTTP connection."""
 
     def __init__(self, ssh: dict, ctx: Any) -> None:
-        ssh = {"port": 22, "user": "root", "privateKeyFile": None, "connectTimeout": 10, **ssh}
-        host_name(ssh["host"], field="ssh.host")
-        user_name(ssh["user"], field="ssh.user")
-        kind, blob = keys.parse_host_key(ssh["hostPublicKey"])
-        ssh["hostPublicKey"] = f"{kind} {base64.b64encode(blob).decode()}"
-        self.pinned = keys.host_key_object(kind, blob)
-        self.pkey = keys.load_private_key(ssh["privateKeyFile"], ctx) if ssh["privateKeyFile"] else None
-        self.ssh = ssh
+        self.ssh, self.pinned, self.pkey = keys.checked_login(ssh, ctx)
         self.opened = 0  # channels opened: requests that could be sent
 
     @property
@@ -84,9 +75,7 @@ class Tunnel:
         conn.sock = sock  # from here on, the exchange's limit ends the handshake too
         client = paramiko.SSHClient()
         sock.client = client
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        name = ssh["host"] if ssh["port"] == 22 else f"[{ssh['host']}]:{ssh['port']}"
-        client.get_host_keys().add(name, self.pinned.get_name(), self.pinned)
+        keys.pin(client, ssh, self.pinned)
         try:
             client.connect(ssh["host"], port=ssh["port"], username=ssh["user"], pkey=self.pkey, sock=raw,
                            timeout=left(), banner_timeout=left(), auth_timeout=left(), channel_timeout=left(),
@@ -98,7 +87,9 @@ class Tunnel:
             self.opened += 1
         except paramiko.BadHostKeyException as error:
             sock.close()
-            raise self._mismatch(error.key) from None
+            found = classify(error, self.ssh, self.pinned, PHASE)  # the mismatch, as existing_vm reports it
+            found.message += f"; {self._unsent()}"
+            raise found from None
         except paramiko.ChannelException as error:
             sock.close()
             if sock.was_cut:
@@ -127,17 +118,6 @@ class Tunnel:
         if self.opened == 0:
             return "nothing was sent to Garage's admin API, so nothing was changed"
         return "this request was not sent to Garage's admin API"
-
-    def _mismatch(self, offered: Any) -> ProviderError:
-        return AccessDenied(
-            f"host key mismatch on {self.where}: expected {self.pinned.get_name()} "
-            f"{keys.fingerprint(self.pinned.asbytes())}, the host offered {offered.get_name()} "
-            f"{keys.fingerprint(offered.asbytes())}; {self._unsent()}",
-            field="ssh.hostPublicKey",
-            hint="if the machine's key was changed on purpose, put its new public key in ssh.hostPublicKey (read it on "
-                 "the machine itself: /etc/ssh/ssh_host_ed25519_key.pub); otherwise do not go on: another machine "
-                 "may be answering at this address",
-        )
 
 
 class TunnelledConnection(http.client.HTTPConnection):

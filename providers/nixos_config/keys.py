@@ -29,7 +29,7 @@ from fediversity_providers.core.untrusted import path_component, printable, refu
 from .remote import SCRIPT
 from .ssh import Target
 
-__all__ = ["Key", "parse", "upload", "check", "remove", "paths_of", "MAX_KEY_BYTES"]
+__all__ = ["Key", "parse", "upload", "give_to_owners", "check", "remove", "paths_of", "MAX_KEY_BYTES"]
 
 DEFAULT_DIR = "/run/keys"
 #: A key larger than this is not a key; reading a keyFile stops there.

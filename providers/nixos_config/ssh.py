@@ -26,7 +26,6 @@ import threading
 import time
 from typing import Callable
 
-from fediversity_providers.core.engine import TIMEOUT_ENV
 from fediversity_providers.core.errors import AccessDenied, InvalidInput, ProviderError, TimedOut, Unreachable
 from fediversity_providers.core.secretfile import open_regular_file
 from fediversity_providers.core.untrusted import host_name, refuse_control, ssh_config_value, user_name
@@ -268,10 +267,7 @@ class Target:
         return left
 
     def timed_out(self, what: str, consequence: str) -> TimedOut:
-        return TimedOut(
-            f"{what} on {self.label}: the request's deadline ({TIMEOUT_ENV}) passed; {consequence}",
-            hint=f"raise {TIMEOUT_ENV} or unset it, then apply again",
-        )
+        return TimedOut.deadline_passed(f"{what} on {self.label}", consequence)
 
     # -- running commands -------------------------------------------------
     def run(self, script: str, args: list[str], *, timeout: float | None = None, what: str = "remote command",
